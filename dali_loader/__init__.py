@@ -1,0 +1,27 @@
+"""dali-loader: a DataLoader-like loader for image folders, NVIDIA DALI on the GPU.
+
+Importing this package never imports DALI; the DALI backends import it when they are built.
+"""
+
+from .base import BaseLoader
+from .errors import BackendUnavailableError, ConfigError, DaliLoaderError, DatasetError
+from .factory import create_loader
+from .index import SampleIndex, build_index
+from .iterator import DaliLoader
+from .spec import LoaderSpec
+
+from fallback import TorchvisionLoader  # noqa: E402  (needs the modules above loaded first)
+
+__all__ = [
+    "BackendUnavailableError",
+    "BaseLoader",
+    "ConfigError",
+    "DaliLoader",
+    "DaliLoaderError",
+    "DatasetError",
+    "LoaderSpec",
+    "SampleIndex",
+    "TorchvisionLoader",
+    "build_index",
+    "create_loader",
+]

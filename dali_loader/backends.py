@@ -1,0 +1,76 @@
+"""Which backends exist on this machine, and why "auto" picks the one it picks.
+
+Nothing here imports DALI: finding it installed is enough to offer it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import torch
+
+from .errors import BackendUnavailableError, ConfigError
+
+logger = logging.getLogger("dali_loader")
+
+BACKENDS = ("dali", "dali-cpu", "torchvision")
+
+_INSTALL_DALI = (
+    "install DALI with `pip install 'dali-loader[cuda12]'` (CUDA 12) or "
+    "`pip install 'dali-loader[cuda13]'` (CUDA 13)"
+)
+
+
+def dali_installed() -> bool:
+    return importlib.util.find_spec("nvidia.dali") is not None
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_backend(requested: str) -> str:
+    """The backend to build for `requested`; raises with the fix when it cannot run here."""
+    if requested == "auto":
+        backend, why = _pick_auto()
+        logger.info("backend='auto' chose %r: %s", backend, why)
+        return backend
+    if requested not in BACKENDS:
+        raise ConfigError(
+            f"unknown backend {requested!r}; choose one of 'auto', {', '.join(map(repr, BACKENDS))}"
+        )
+    if requested.startswith("dali") and not dali_installed():
+        raise BackendUnavailableError(
+            f"backend={requested!r} needs NVIDIA DALI, which is not installed: {_INSTALL_DALI}; "
+            "or use backend='torchvision'"
+        )
+    if requested == "dali" and not cuda_available():
+        raise BackendUnavailableError(
+            "backend='dali' decodes on a CUDA GPU, and torch sees none "
+            "(torch.cuda.is_available() is False); use backend='dali-cpu' for DALI on the CPU, "
+            "or backend='auto'"
+        )
+    return requested
+
+
+def _pick_auto() -> tuple[str, str]:
+    if not cuda_available():
+        return "torchvision", "no CUDA GPU visible (torch.cuda.is_available() is False)"
+    if not dali_installed():
+        return "torchvision", f"CUDA is available but DALI is not installed; {_INSTALL_DALI}"
+    return "dali", f"CUDA is available ({torch.cuda.get_device_name()}) and DALI is installed"
+
+
+def default_num_threads() -> int:
+    """The cores this process may use: DALI's threads, or the fallback's workers."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def default_cuda_device() -> torch.device:
+    """This process's GPU: LOCAL_RANK's under torchrun, else the current device."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and int(local_rank) < torch.cuda.device_count():
+        return torch.device("cuda", int(local_rank))
+    return torch.device("cuda", torch.cuda.current_device())

@@ -1,0 +1,162 @@
+"""`create_loader`: one call that resolves the backend, the device and the shard, then builds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from .backends import default_cuda_device, default_num_threads, resolve_backend
+from .base import TORCH_DTYPES, BaseLoader
+from .errors import ConfigError
+from .index import Source, build_index
+from .spec import LoaderSpec
+
+logger = logging.getLogger("dali_loader")
+
+
+def create_loader(
+    source: Source,
+    batch_size: int = 256,
+    train: bool = True,
+    backend: str = "auto",
+    image_size: int | tuple[int, int] = 224,
+    shuffle: bool | None = None,
+    drop_last: bool = False,
+    seed: int = 0,
+    num_threads: int | None = None,
+    device: str | int | torch.device | None = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_prob: float = 0.5,
+    rotate_degrees: float = 0.0,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+    shard_id: int | None = None,
+    num_shards: int | None = None,
+) -> BaseLoader:
+    """A DataLoader-like loader of `(images, labels)` batches from an image folder.
+
+    Args:
+        source: an ImageFolder-style root (`root/<class>/<image>`), or `(paths, labels)`.
+        batch_size: samples per batch; the last batch is partial unless `drop_last`.
+        train: random-resized crop, flip and rotation; otherwise resize + center crop.
+        backend: "dali" (GPU), "dali-cpu", "torchvision", or "auto" (dali when CUDA and DALI
+            are present, else torchvision; the choice is logged on the "dali_loader" logger).
+        image_size: output height and width (an int for a square).
+        shuffle: a fresh uniform permutation each epoch; defaults to `train`.
+        drop_last: drop the final partial batch, as DataLoader does.
+        seed: with the epoch, fixes the order and the augmentation.
+        num_threads: DALI threads or DataLoader workers; default: the usable cores.
+        device: where batches land. Default: the local rank's GPU for "dali" (and for
+            "torchvision" when CUDA is available), else the CPU.
+        scale, ratio, flip_prob, rotate_degrees: torchvision's meanings (rotation angle uniform
+            in [-rotate_degrees, rotate_degrees]).
+        mean, std: normalization on the 0..1 scale.
+        dtype: float32, float16 or bfloat16 images.
+        channels_last: images in torch.channels_last memory format.
+        shard_id, num_shards: this rank's shard; default: torch.distributed's rank and world
+            size when it is initialized, else one shard.
+    """
+    chosen = resolve_backend(backend)
+    shard_id, num_shards = _resolve_shard(shard_id, num_shards)
+    spec = LoaderSpec(
+        batch_size=batch_size,
+        train=train,
+        image_size=(image_size, image_size) if isinstance(image_size, int) else tuple(image_size),
+        shuffle=train if shuffle is None else shuffle,
+        drop_last=drop_last,
+        seed=seed,
+        scale=_pair(scale, "scale"),
+        ratio=_pair(ratio, "ratio"),
+        flip_prob=flip_prob,
+        rotate_degrees=rotate_degrees,
+        mean=_triple(mean, "mean"),
+        std=_triple(std, "std"),
+        dtype=_dtype_name(dtype),
+        channels_last=channels_last,
+        shard_id=shard_id,
+        num_shards=num_shards,
+    )
+    threads = default_num_threads() if num_threads is None else num_threads
+    if threads < 0 or (threads == 0 and chosen != "torchvision"):
+        raise ConfigError(
+            f"num_threads must be positive (0 means no workers, torchvision only), got {threads}"
+        )
+    target = _resolve_device(chosen, device)
+    index = build_index(source)
+    logger.info(
+        "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
+        chosen, target, len(index), len(index.classes), shard_id, num_shards,
+    )
+    if chosen == "torchvision":
+        from fallback import TorchvisionLoader
+
+        return TorchvisionLoader(index, spec, target, num_workers=threads)
+    from .iterator import DaliLoader
+
+    return DaliLoader(index, spec, target, num_threads=threads)
+
+
+def _resolve_shard(shard_id: int | None, num_shards: int | None) -> tuple[int, int]:
+    if (shard_id is None) != (num_shards is None):
+        raise ConfigError(
+            f"pass shard_id and num_shards together (got shard_id={shard_id}, "
+            f"num_shards={num_shards}), or neither to follow torch.distributed"
+        )
+    if shard_id is not None and num_shards is not None:
+        return shard_id, num_shards
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _resolve_device(backend: str, device: str | int | torch.device | None) -> torch.device:
+    if backend == "dali-cpu":
+        if device is not None and torch.device(device).type != "cpu":
+            raise ConfigError(
+                f"backend='dali-cpu' delivers CPU tensors, got device={device!r}; use "
+                "backend='dali' for batches on the GPU"
+            )
+        return torch.device("cpu")
+    if device is None:
+        if backend == "dali" or torch.cuda.is_available():
+            return default_cuda_device()
+        return torch.device("cpu")
+    target = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    if backend == "dali" and target.type != "cuda":
+        raise ConfigError(
+            f"backend='dali' delivers GPU tensors, got device={device!r}; pass a CUDA device or "
+            "use backend='dali-cpu'"
+        )
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} asks for CUDA, but torch sees no GPU")
+        if target.index is None:
+            target = default_cuda_device()
+    return target
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, candidate in TORCH_DTYPES.items():
+        if candidate == dtype:
+            return name
+    raise ConfigError(
+        f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}"
+    )
+
+
+def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
+    if len(value) != 2:
+        raise ConfigError(f"{name} must be a (min, max) pair, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _triple(value: Sequence[float], name: str) -> tuple[float, float, float]:
+    if len(value) != 3:
+        raise ConfigError(f"{name} needs one value per RGB channel, got {value!r}")
+    return float(value[0]), float(value[1]), float(value[2])

@@ -1,0 +1,99 @@
+"""Finding samples: paths, labels and classes, with torchvision's ImageFolder semantics.
+
+The folder walk is torchvision's own (`find_classes`, `make_dataset`), so `classes` and
+`class_to_idx` equal ImageFolder's for the same root by construction. Imports no DALI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from .errors import DatasetError
+
+Source = Union[str, "os.PathLike[str]", tuple[Sequence[str], Sequence[int]]]
+
+
+@dataclass(frozen=True)
+class SampleIndex:
+    """Every sample of a data set, in a fixed order: sample i is (paths[i], labels[i])."""
+
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    classes: tuple[str, ...]
+    class_to_idx: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def build_index(source: Source) -> SampleIndex:
+    """Index an ImageFolder-style root directory, or explicit `(paths, labels)` sequences."""
+    if isinstance(source, (str, os.PathLike)):
+        return index_folder(source)
+    if isinstance(source, tuple) and len(source) == 2:
+        return index_pairs(*source)
+    raise DatasetError(
+        f"source must be an image folder root or a (paths, labels) pair, got {type(source).__name__}"
+    )
+
+
+def index_folder(root: str | os.PathLike[str]) -> SampleIndex:
+    """Walk `root/<class>/**/<image>` exactly as torchvision's ImageFolder does."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"dataset root {str(root)!r} does not exist; check the path")
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset root {str(root)!r} is not a directory; pass the folder that holds one "
+            "sub-folder per class"
+        )
+    try:
+        classes, class_to_idx = find_classes(root)
+    except FileNotFoundError:
+        raise DatasetError(
+            f"dataset root {str(root)!r} has no class folders; lay it out as "
+            "root/<class_name>/<image>.jpg, one sub-folder per class"
+        ) from None
+    samples = make_dataset(root, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    empty = sorted(set(classes) - {classes[label] for _, label in samples})
+    if empty:
+        raise DatasetError(
+            f"class folders without images under {str(root)!r}: {', '.join(empty[:5])}"
+            f"{' ...' if len(empty) > 5 else ''}; supported extensions are "
+            f"{', '.join(IMG_EXTENSIONS)} (any case). Remove the empty folders or add images."
+        )
+    return SampleIndex(
+        paths=tuple(path for path, _ in samples),
+        labels=tuple(label for _, label in samples),
+        classes=tuple(classes),
+        class_to_idx=dict(class_to_idx),
+    )
+
+
+def index_pairs(paths: Sequence[str], labels: Sequence[int]) -> SampleIndex:
+    """Index explicit samples; classes are then the label values as strings, "0" .. str(max)."""
+    if len(paths) != len(labels):
+        raise DatasetError(
+            f"got {len(paths)} paths but {len(labels)} labels; pass one label per path"
+        )
+    if not paths:
+        raise DatasetError("the (paths, labels) source is empty; pass at least one sample")
+    bad = [label for label in labels if not isinstance(label, int) or label < 0]
+    if bad:
+        raise DatasetError(
+            f"labels must be non-negative integers, got {bad[0]!r}; map class names to "
+            "0 .. num_classes - 1 first"
+        )
+    classes = tuple(str(i) for i in range(max(labels) + 1))
+    return SampleIndex(
+        paths=tuple(os.fspath(p) for p in paths),
+        labels=tuple(int(label) for label in labels),
+        classes=classes,
+        class_to_idx={name: i for i, name in enumerate(classes)},
+    )

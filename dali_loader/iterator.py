@@ -1,0 +1,115 @@
+"""`DaliLoader`: the DataLoader-like adapter over a DALI pipeline and `DALIGenericIterator`.
+
+The sampler's batches are fed to the pipeline through `external_source`, so the epoch ends
+exactly when they run out: the final partial batch holds only real samples, with no padding
+duplicates and no reader buffer deciding the order. DALI is imported when a loader is built,
+never at package import, so machines without DALI can still import dali_loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import TORCH_DTYPES, Batch, BaseLoader
+from .index import SampleIndex
+from .spec import LoaderSpec
+
+
+class EpochFeed:
+    """The pipeline's source: the encoded files and labels of one epoch's batches, in order."""
+
+    def __init__(self, paths: tuple[str, ...], labels: np.ndarray) -> None:
+        self._paths = paths
+        self._labels = labels
+        self._batches: list[np.ndarray] = []
+        self._next = 0
+
+    def start(self, batches: list[np.ndarray]) -> None:
+        self._batches, self._next = batches, 0
+
+    def stop(self) -> None:
+        """End the epoch early: the pipeline gets StopIteration on its next request."""
+        self._next = len(self._batches)
+
+    def __call__(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        if self._next >= len(self._batches):
+            raise StopIteration
+        batch = self._batches[self._next]
+        self._next += 1
+        encoded = [np.fromfile(self._paths[i], dtype=np.uint8) for i in batch]
+        return encoded, list(self._labels[batch])
+
+
+class DaliLoader(BaseLoader):
+    """Batches decoded and augmented by DALI: on the GPU (`backend="dali"`) or the CPU ("dali-cpu").
+
+    Build it with `create_loader(..., backend="dali")`; the arguments here are already resolved.
+    """
+
+    def __init__(
+        self,
+        index: SampleIndex,
+        spec: LoaderSpec,
+        device: torch.device,
+        *,
+        num_threads: int,
+        prefetch_queue_depth: int = 2,
+    ) -> None:
+        super().__init__(index, spec, device)
+        from .pipeline import build_pipeline
+
+        self.backend = "dali" if device.type == "cuda" else "dali-cpu"
+        self._feed = EpochFeed(index.paths, self._labels)
+        self._pipe = build_pipeline(
+            spec,
+            self._feed,
+            device_id=device.index if device.type == "cuda" else None,
+            num_threads=num_threads,
+            prefetch_queue_depth=prefetch_queue_depth,
+        )
+        self._iterator: Any = None
+        self._mid_epoch = False
+
+    def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
+        self._finish_abandoned_epoch()
+        self._feed.start(batches)
+        if self._iterator is None:
+            from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+            # No reader: the feed's StopIteration ends the epoch, and the iterator must not
+            # prefetch before the user picks the epoch with set_epoch.
+            self._iterator = DALIGenericIterator(
+                [self._pipe],
+                ["images", "labels"],
+                last_batch_policy=LastBatchPolicy.PARTIAL,
+                auto_reset=False,
+                prepare_first_batch=False,
+            )
+        else:
+            self._iterator.reset()
+        self._mid_epoch = True
+        for outputs in self._iterator:
+            yield self._to_batch(outputs[0]["images"], outputs[0]["labels"])
+        self._mid_epoch = False
+
+    def _finish_abandoned_epoch(self) -> None:
+        """After a `break`, drain the batches DALI already prefetched so the next epoch is clean."""
+        if not self._mid_epoch:
+            return
+        self._feed.stop()
+        for _ in self._iterator:
+            pass
+        self._mid_epoch = False
+
+    def _to_batch(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
+        if self.spec.channels_last:
+            images = images.permute(0, 3, 1, 2)  # HWC from DALI is channels_last memory already
+        wanted = TORCH_DTYPES[self.spec.dtype]
+        if images.dtype != wanted:
+            images = images.to(wanted)
+        labels = labels.reshape(-1).to(self.device, torch.int64, non_blocking=True)
+        return images, labels

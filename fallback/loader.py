@@ -1,0 +1,78 @@
+"""`TorchvisionLoader`: the same contract on the CPU, a torch DataLoader over the same index.
+
+Workers decode and augment into uint8 batches; normalization happens once per batch, in the
+main process, on the loader's device (after a pinned, non-blocking copy when that is a GPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dali_loader.base import TORCH_DTYPES, Batch, BaseLoader
+from dali_loader.index import SampleIndex
+from dali_loader.spec import LoaderSpec
+
+from .dataset import BatchDataset, BatchRequest
+
+
+class _EpochRequests:
+    """The DataLoader's sampler: this epoch's batches, set before each pass."""
+
+    def __init__(self) -> None:
+        self.requests: list[BatchRequest] = []
+
+    def __iter__(self) -> Iterator[BatchRequest]:
+        return iter(self.requests)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+class TorchvisionLoader(BaseLoader):
+    """Batches decoded with PIL and augmented by DataLoader workers: `backend="torchvision"`."""
+
+    backend = "torchvision"
+
+    def __init__(
+        self,
+        index: SampleIndex,
+        spec: LoaderSpec,
+        device: torch.device,
+        *,
+        num_workers: int,
+        prefetch_factor: int = 2,
+    ) -> None:
+        super().__init__(index, spec, device)
+        self._requests = _EpochRequests()
+        self._loader = DataLoader(
+            BatchDataset(index.paths, self._labels, spec),
+            batch_size=None,
+            sampler=self._requests,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            prefetch_factor=prefetch_factor if num_workers > 0 else None,
+            pin_memory=device.type == "cuda",
+        )
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(spec.mean_255, device=device).view(shape)
+        self._inv_std = (1.0 / torch.tensor(spec.std_255, device=device)).view(shape)
+
+    def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
+        self._requests.requests = [(epoch, batch) for batch in batches]
+        for images, labels in self._loader:
+            yield self._normalize(images), labels.to(self.device, non_blocking=True)
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> normalized (N, 3, H, W) in the spec's dtype and memory format."""
+        nchw = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        layout = torch.channels_last if self.spec.channels_last else torch.contiguous_format
+        out = torch.empty(
+            nchw.shape, dtype=torch.float32, device=self.device, memory_format=layout
+        )
+        out.copy_(nchw).sub_(self._mean).mul_(self._inv_std)
+        wanted = TORCH_DTYPES[self.spec.dtype]
+        return out if wanted == torch.float32 else out.to(wanted)
