@@ -3,14 +3,14 @@
 Importing this package never imports DALI; the DALI backends import it when they are built.
 """
 
+from fallback import TorchvisionLoader
+
 from .base import BaseLoader
 from .errors import BackendUnavailableError, ConfigError, DaliLoaderError, DatasetError
 from .factory import create_loader
 from .index import SampleIndex, build_index
 from .iterator import DaliLoader
 from .spec import LoaderSpec
-
-from fallback import TorchvisionLoader  # noqa: E402  (needs the modules above loaded first)
 
 __all__ = [
     "BackendUnavailableError",

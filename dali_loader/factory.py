@@ -21,7 +21,7 @@ def create_loader(
     batch_size: int = 256,
     train: bool = True,
     backend: str = "auto",
-    image_size: int | tuple[int, int] = 224,
+    image_size: int | Sequence[int] = 224,
     shuffle: bool | None = None,
     drop_last: bool = False,
     seed: int = 0,
@@ -66,7 +66,7 @@ def create_loader(
     spec = LoaderSpec(
         batch_size=batch_size,
         train=train,
-        image_size=(image_size, image_size) if isinstance(image_size, int) else tuple(image_size),
+        image_size=_size(image_size),
         shuffle=train if shuffle is None else shuffle,
         drop_last=drop_last,
         seed=seed,
@@ -90,7 +90,12 @@ def create_loader(
     index = build_index(source)
     logger.info(
         "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
-        chosen, target, len(index), len(index.classes), shard_id, num_shards,
+        chosen,
+        target,
+        len(index),
+        len(index.classes),
+        shard_id,
+        num_shards,
     )
     if chosen == "torchvision":
         from fallback import TorchvisionLoader
@@ -148,6 +153,14 @@ def _dtype_name(dtype: torch.dtype) -> str:
     raise ConfigError(
         f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}"
     )
+
+
+def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    if len(image_size) != 2:
+        raise ConfigError(f"image_size is an int or a (height, width) pair, got {image_size!r}")
+    return int(image_size[0]), int(image_size[1])
 
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:

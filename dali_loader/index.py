@@ -39,7 +39,8 @@ def build_index(source: Source) -> SampleIndex:
     if isinstance(source, tuple) and len(source) == 2:
         return index_pairs(*source)
     raise DatasetError(
-        f"source must be an image folder root or a (paths, labels) pair, got {type(source).__name__}"
+        "source must be an image folder root or a (paths, labels) pair, "
+        f"got {type(source).__name__}"
     )
 
 

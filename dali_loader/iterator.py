@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import TORCH_DTYPES, Batch, BaseLoader
+from .base import TORCH_DTYPES, BaseLoader, Batch
 from .index import SampleIndex
 from .spec import LoaderSpec
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import nvidia.dali.math as dmath
-from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
 from .spec import LoaderSpec
@@ -47,21 +47,21 @@ def build_pipeline(
     `source()` returns (encoded images as uint8 arrays, int32 labels) for the next batch, or
     raises StopIteration at the end of the epoch. `device_id=None` runs everything on the CPU.
     """
-    on_gpu = device_id is not None
-
-    @pipeline_def(
+    pipe = Pipeline(
         batch_size=spec.batch_size,
         num_threads=num_threads,
         device_id=device_id,
         seed=spec.seed * 1000 + spec.shard_id + 1,
         prefetch_queue_depth=prefetch_queue_depth,
     )
-    def graph() -> tuple[Any, Any]:
+    with pipe:
         encoded, labels = fn.external_source(
             source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
         )
         decoder: dict[str, Any] = (
-            {"device": "mixed", **_MIXED_DECODER_HINTS} if on_gpu else {"device": "cpu"}
+            {"device": "mixed", **_MIXED_DECODER_HINTS}
+            if device_id is not None
+            else {"device": "cpu"}
         )
         if spec.train:
             images, mirror = _train_images(spec, encoded, decoder)
@@ -75,9 +75,7 @@ def build_pipeline(
             std=list(spec.std_255),
             mirror=mirror,
         )
-        return images, labels
-
-    pipe: Pipeline = graph()
+        pipe.set_outputs(images, labels)
     pipe.build()
     return pipe
 

@@ -89,9 +89,7 @@ class LoaderSpec:
             f"mean and std are on the 0..1 pixel scale, got mean={self.mean!r} std={self.std!r}; "
             "divide 0..255 values by 255",
         )
-        _check(
-            self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}"
-        )
+        _check(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         _check(
             self.num_shards >= 1 and 0 <= self.shard_id < self.num_shards,
             f"shard_id must be in [0, num_shards), got shard_id={self.shard_id} "

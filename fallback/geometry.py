@@ -25,7 +25,9 @@ class SampleParams:
     angle: float = 0.0
 
 
-def train_params(width: int, height: int, spec: LoaderSpec, rng: np.random.Generator) -> SampleParams:
+def train_params(
+    width: int, height: int, spec: LoaderSpec, rng: np.random.Generator
+) -> SampleParams:
     """A random-resized crop (torchvision's algorithm), a flip and an angle for one sample."""
     return SampleParams(
         box=_random_resized_crop(width, height, spec.scale, spec.ratio, rng),

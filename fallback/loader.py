@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dali_loader.base import TORCH_DTYPES, Batch, BaseLoader
+from dali_loader.base import TORCH_DTYPES, BaseLoader, Batch
 from dali_loader.index import SampleIndex
 from dali_loader.spec import LoaderSpec
 
@@ -70,9 +70,7 @@ class TorchvisionLoader(BaseLoader):
         """uint8 (N, H, W, 3) -> normalized (N, 3, H, W) in the spec's dtype and memory format."""
         nchw = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         layout = torch.channels_last if self.spec.channels_last else torch.contiguous_format
-        out = torch.empty(
-            nchw.shape, dtype=torch.float32, device=self.device, memory_format=layout
-        )
+        out = torch.empty(nchw.shape, dtype=torch.float32, device=self.device, memory_format=layout)
         out.copy_(nchw).sub_(self._mean).mul_(self._inv_std)
         wanted = TORCH_DTYPES[self.spec.dtype]
         return out if wanted == torch.float32 else out.to(wanted)

@@ -1,0 +1,169 @@
+"""The contract every backend keeps: one suite, run on torchvision, dali-cpu and (on CUDA) dali."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.datasets import ImageFolder
+
+from dali_loader import create_loader
+
+from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices
+
+
+def epoch_indices(loader) -> list[list[int]]:  # type: ignore[no-untyped-def]
+    """Decoded sample indices of one epoch, batch by batch."""
+    return [decode_indices(images, IMAGENET_MEAN, IMAGENET_STD) for images, _ in loader]
+
+
+def flat(batches: list[list[int]]) -> list[int]:
+    return [i for batch in batches for i in batch]
+
+
+def make(source: Path, backend: str, **kwargs) -> object:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("batch_size", 4)
+    kwargs.setdefault("image_size", 16)
+    kwargs.setdefault("num_threads", 2)
+    return create_loader(source, backend=backend, **kwargs)
+
+
+def test_batches_have_the_documented_shape_dtype_and_device(
+    small_folder: Path, backend: str
+) -> None:
+    loader = make(small_folder, backend, image_size=(24, 16), rotate_degrees=10)
+    sizes = []
+    for images, labels in loader:
+        assert images.shape[1:] == (3, 24, 16)
+        assert images.dtype == torch.float32
+        assert images.is_contiguous()
+        assert labels.dtype == torch.int64 and labels.shape == (images.shape[0],)
+        assert images.device.type == ("cuda" if backend == "dali" else "cpu")
+        assert labels.device == images.device
+        sizes.append(images.shape[0])
+    assert sizes == [4, 4, 4, 4, 4, 1]
+    assert loader.backend == backend
+
+
+def test_classes_and_labels_equal_imagefolder(small_folder: Path, backend: str) -> None:
+    reference = ImageFolder(str(small_folder))
+    loader = make(small_folder, backend, train=False)
+    assert loader.classes == reference.classes
+    assert loader.class_to_idx == reference.class_to_idx
+    seen, labels = [], []
+    for images, batch_labels in loader:
+        seen += decode_indices(images, IMAGENET_MEAN, IMAGENET_STD)
+        labels += batch_labels.tolist()
+    assert seen == list(range(len(reference)))  # eval without shuffle: ImageFolder's order
+    assert labels == reference.targets
+
+
+def test_shuffled_epochs_deliver_every_sample_exactly_once(
+    small_folder: Path, backend: str
+) -> None:
+    targets = ImageFolder(str(small_folder)).targets
+    loader = make(small_folder, backend, train=False, shuffle=True)
+    orders = []
+    for _ in range(3):
+        seen, labels = [], []
+        for images, batch_labels in loader:
+            seen += decode_indices(images, IMAGENET_MEAN, IMAGENET_STD)
+            labels += batch_labels.tolist()
+        assert sorted(seen) == list(range(21))
+        assert labels == [targets[i] for i in seen]  # each label travels with its image
+        orders.append(seen)
+    assert orders[0] != orders[1] != orders[2]  # a new order each epoch, with no set_epoch
+
+
+def test_train_mode_delivers_every_sample_exactly_once(small_folder: Path, backend: str) -> None:
+    loader = make(small_folder, backend, scale=(0.9, 1.0), flip_prob=0.5)
+    assert sorted(flat(epoch_indices(loader))) == list(range(21))
+
+
+@pytest.mark.parametrize(("drop_last", "sizes"), [(False, [8, 8, 5]), (True, [8, 8])])
+def test_len_matches_batches_and_drop_last(
+    small_folder: Path, backend: str, drop_last: bool, sizes: list[int]
+) -> None:
+    loader = make(small_folder, backend, batch_size=8, drop_last=drop_last, train=False)
+    for _ in range(2):  # stable across epochs
+        assert len(loader) == len(sizes)
+        assert [len(b) for b in epoch_indices(loader)] == sizes
+
+
+def test_same_seed_same_order_and_set_epoch_changes_it(small_folder: Path, backend: str) -> None:
+    first = make(small_folder, backend, train=False, shuffle=True, seed=7)
+    second = make(small_folder, backend, train=False, shuffle=True, seed=7)
+    other_seed = make(small_folder, backend, train=False, shuffle=True, seed=8)
+    epoch0 = epoch_indices(first)
+    assert epoch_indices(second) == epoch0
+    assert epoch_indices(other_seed) != epoch0
+    first.set_epoch(3)
+    second.set_epoch(3)
+    epoch3 = epoch_indices(first)
+    assert epoch_indices(second) == epoch3
+    assert epoch3 != epoch0
+    first.set_epoch(0)
+    assert epoch_indices(first) == epoch0  # (seed, epoch) fixes the order
+
+
+def test_same_seed_gives_the_same_augmented_pixels(small_folder: Path, backend: str) -> None:
+    def first_batch(seed: int) -> torch.Tensor:
+        loader = make(small_folder, backend, seed=seed, rotate_degrees=20, batch_size=8)
+        return next(iter(loader))[0].cpu()
+
+    assert torch.equal(first_batch(3), first_batch(3))
+    assert not torch.equal(first_batch(3), first_batch(4))
+
+
+def test_first_batch_mixes_classes_on_a_class_sorted_folder(
+    sorted_folder: Path, backend: str
+) -> None:
+    loader = make(sorted_folder, backend, batch_size=64, image_size=8)
+    _, labels = next(iter(loader))
+    # A uniform shuffle puts ~6.4 of 64 samples in each of the 10 classes; DALI's 1024-sample
+    # shuffle buffer would leave the first batch in the first ~9 classes, class 9 almost absent.
+    counts = Counter(labels.tolist())
+    assert len(counts) == 10
+    assert max(counts.values()) <= 16
+
+
+def test_breaking_out_of_an_epoch_leaves_the_next_one_whole(
+    small_folder: Path, backend: str
+) -> None:
+    loader = make(small_folder, backend, train=False, shuffle=True)
+    for step, _ in enumerate(loader):
+        if step == 1:
+            break
+    assert sorted(flat(epoch_indices(loader))) == list(range(21))
+    assert len(epoch_indices(loader)) == len(loader)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dtype_and_channels_last(small_folder: Path, backend: str, dtype: torch.dtype) -> None:
+    reference = next(iter(make(small_folder, backend, train=False)))[0]
+    images, _ = next(
+        iter(make(small_folder, backend, train=False, dtype=dtype, channels_last=True))
+    )
+    assert images.dtype == dtype
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(images.float(), reference.float(), atol=0.05)
+
+
+def test_rotation_is_applied_when_asked(tmp_path: Path, backend: str) -> None:
+    from .conftest import write_index_folder
+
+    root = write_index_folder(tmp_path, [16], size=(40, 40))
+    kwargs = {"batch_size": 16, "image_size": 32, "scale": (1.0, 1.0), "ratio": (1.0, 1.0)}
+    straight, _ = next(iter(make(root, backend, flip_prob=0.0, **kwargs)))
+    turned, _ = next(iter(make(root, backend, flip_prob=0.0, rotate_degrees=45, **kwargs)))
+    black = -torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)
+
+    def black_corner(images: torch.Tensor) -> torch.Tensor:
+        corner = images[:, :, 0, 0].float().cpu()
+        return (corner - black).abs().max(dim=1).values < 0.1
+
+    assert not black_corner(straight).any()
+    # |angle| > ~4 degrees already blackens the corner pixel: nearly every sample when d=45.
+    assert black_corner(turned).float().mean() > 0.75

@@ -1,0 +1,49 @@
+"""Two ranks under torch.distributed.run (gloo, CPU): disjoint, complete shards, equal counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import write_index_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("count", [21, 17])  # 17 over 2 ranks of batch 4: one rank's batch splits
+def test_two_ranks_share_every_epoch_exactly(tmp_path: Path, backend: str, count: int) -> None:
+    data = write_index_folder(tmp_path / "data", [count - count // 2, count // 2], size=(48, 48))
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "tests" / "dist_worker.py"),
+            str(data),
+            backend,
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["shard"] for r in ranks] == [[0, 2], [1, 2]]  # taken from torch.distributed
+    for epoch in range(2):
+        per_rank = [r["epochs"][epoch] for r in ranks]
+        assert len(per_rank[0]) == len(per_rank[1]) == ranks[0]["len"] == ranks[1]["len"]
+        got = [i for batches in per_rank for batch in batches for i in batch]
+        assert sorted(got) == list(range(count))
+    assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]
