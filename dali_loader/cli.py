@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .bench import add_arguments as add_bench_arguments
+from .bench import run as run_bench
 from .errors import DaliLoaderError
 
 
@@ -33,6 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--epochs", type=int, default=3)
     demo.set_defaults(run=_demo)
+
+    bench = commands.add_parser(
+        "bench", help="images/s of every backend against the plain DataLoader, in one run"
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(run=run_bench)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
