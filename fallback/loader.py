@@ -1,7 +1,8 @@
 """`TorchvisionLoader`: the same contract on the CPU, a torch DataLoader over the same index.
 
-Workers decode and augment into uint8 batches; normalization happens once per batch, in the
-main process, on the loader's device (after a pinned, non-blocking copy when that is a GPU).
+Workers decode and augment whole batches. For a CPU device they also normalize, so the main
+process, which runs the training step, only receives. For a GPU they hand over uint8, which is
+copied pinned and non-blocking and normalized on the GPU (as timm's PrefetchLoader does).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class TorchvisionLoader(BaseLoader):
         super().__init__(index, spec, device)
         self._requests = _EpochRequests()
         self._loader = DataLoader(
-            BatchDataset(index.paths, self._labels, spec),
+            BatchDataset(index.paths, self._labels, spec, normalize=device.type == "cpu"),
             batch_size=None,
             sampler=self._requests,
             num_workers=num_workers,
@@ -67,10 +68,9 @@ class TorchvisionLoader(BaseLoader):
             yield self._normalize(images), labels.to(self.device, non_blocking=True)
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> normalized (N, 3, H, W) in the spec's dtype and memory format."""
-        nchw = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        """(N, 3, H, W) from a worker -> normalized, in the spec's dtype and memory format."""
+        if images.dtype == torch.uint8:  # a GPU batch: normalize there
+            images = images.to(self.device, non_blocking=True).float()
+            images = images.sub_(self._mean).mul_(self._inv_std)
         layout = torch.channels_last if self.spec.channels_last else torch.contiguous_format
-        out = torch.empty(nchw.shape, dtype=torch.float32, device=self.device, memory_format=layout)
-        out.copy_(nchw).sub_(self._mean).mul_(self._inv_std)
-        wanted = TORCH_DTYPES[self.spec.dtype]
-        return out if wanted == torch.float32 else out.to(wanted)
+        return images.to(dtype=TORCH_DTYPES[self.spec.dtype], memory_format=layout)
