@@ -309,6 +309,8 @@ def _chart(results: list[Result], info: dict[str, Any], path: Path) -> None:
         print("no chart: matplotlib is missing; pip install 'dali-loader[bench]'", file=sys.stderr)
         return
     ok = [r for r in results if not r.error]
+    if not ok:
+        return
     rotations = sorted({r.case.rotate_degrees for r in ok})
     loaders = list(dict.fromkeys(r.case.loader for r in ok))
     fig, ax = plt.subplots(figsize=(8, 4.5))

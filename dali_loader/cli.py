@@ -16,6 +16,8 @@ from tqdm import tqdm
 from .bench import add_arguments as add_bench_arguments
 from .bench import run as run_bench
 from .errors import DaliLoaderError
+from .preview import add_arguments as add_preview_arguments
+from .preview import run as run_preview
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_bench_arguments(bench)
     bench.set_defaults(run=run_bench)
+
+    grid = commands.add_parser(
+        "preview", help="a PNG grid of augmented samples, one row per backend, same seed"
+    )
+    add_preview_arguments(grid)
+    grid.set_defaults(run=run_preview)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

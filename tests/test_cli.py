@@ -1,0 +1,119 @@
+"""The dali-loader command: demo, bench (a smoke run on tiny data) and preview."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dali_loader.cli import main
+
+
+def test_demo_runs_and_says_what_ran(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["demo", "--root", str(tmp_path / "d"), "--images", "24", "--batch-size", "8"]
+    assert main([*args, "--epochs", "2", "--backend", "dali-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "backend: dali-cpu on cpu; 24 images, 10 classes, 3 batches of 8" in out
+    assert "epoch 1: 24 images in" in out and "img/s" in out
+
+
+def test_bench_smoke_run_writes_json_and_chart(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = main(
+        [
+            "bench",
+            "--images",
+            "12",
+            "--data-dir",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--rotate",
+            "0",
+            "15",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+            "--loaders",
+            "baseline",
+            "torchvision",
+            "dali-cpu",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["machine"]["cores"] >= 1 and report["machine"]["dali"]
+    results = report["results"]
+    assert [(r["case"]["loader"], r["case"]["rotate_degrees"]) for r in results] == [
+        (loader, rotate)
+        for rotate in (0.0, 15.0)
+        for loader in ("baseline", "torchvision", "dali-cpu")
+    ]
+    for r in results:
+        assert r["error"] is None
+        assert r["images_per_epoch"] == 12 and r["images_per_second"] > 0
+        assert r["peak_rss_mb"] > 50 and r["first_batch_seconds"] > 0
+        assert r["ratio_to_baseline"] == pytest.approx(
+            r["images_per_second"]
+            / next(
+                b["images_per_second"]
+                for b in results
+                if b["case"]["loader"] == "baseline"
+                and b["case"]["rotate_degrees"] == r["case"]["rotate_degrees"]
+            )
+        )
+    assert Image.open(out / "bench.png").size[0] > 400
+
+
+def test_bench_reports_a_failing_case_instead_of_hiding_it(tmp_path: Path) -> None:
+    code = main(
+        [
+            "bench",
+            "--root",
+            str(tmp_path / "missing"),
+            "--epochs",
+            "1",
+            "--rotate",
+            "0",
+            "--loaders",
+            "torchvision",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 1
+    result = json.loads((tmp_path / "out" / "bench.json").read_text())["results"][0]
+    assert "does not exist" in result["error"]
+
+
+def test_preview_draws_one_row_per_backend_plus_eval(small_folder: Path, tmp_path: Path) -> None:
+    output = tmp_path / "grid.png"
+    assert (
+        main(
+            [
+                "preview",
+                str(small_folder),
+                "-o",
+                str(output),
+                "--samples",
+                "4",
+                "--image-size",
+                "32",
+                "--backends",
+                "torchvision",
+                "dali-cpu",
+            ]
+        )
+        == 0
+    )
+    grid = np.asarray(Image.open(output).convert("RGB")).astype(int)
+    assert grid.shape == (3 * 40, 150 + 4 * 36 + 4, 3)  # 3 rows of 32 px tiles, 4 px padding
+    eval_row, torchvision_row, dali_row = (grid[40 * r + 4 : 40 * r + 36, 150:] for r in range(3))
+    assert np.abs(torchvision_row - eval_row).mean() > 1  # train rows are augmented
+    assert np.abs(dali_row - eval_row).mean() > 1
