@@ -6,6 +6,7 @@ Importing this package never imports DALI; the DALI backends import it when they
 from fallback import TorchvisionLoader
 
 from .base import BaseLoader
+from .check import CheckReport, check_dataset
 from .errors import BackendUnavailableError, ConfigError, DaliLoaderError, DatasetError
 from .factory import create_loader
 from .index import SampleIndex, build_index
@@ -15,6 +16,7 @@ from .spec import LoaderSpec
 __all__ = [
     "BackendUnavailableError",
     "BaseLoader",
+    "CheckReport",
     "ConfigError",
     "DaliLoader",
     "DaliLoaderError",
@@ -23,5 +25,6 @@ __all__ = [
     "SampleIndex",
     "TorchvisionLoader",
     "build_index",
+    "check_dataset",
     "create_loader",
 ]

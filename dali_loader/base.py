@@ -37,6 +37,7 @@ class BaseLoader:
         self.device = device
         self._labels = np.asarray(index.labels, dtype=np.int32)
         self._epoch = 0
+        self.bad_files: dict[str, str] = {}  # skipped under on_bad_file="skip": path -> reason
 
     @property
     def classes(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from .bench import add_arguments as add_bench_arguments
 from .bench import run as run_bench
+from .check import DEFAULT_MAX_PIXELS, check_dataset
 from .errors import DaliLoaderError
 from .preview import add_arguments as add_preview_arguments
 from .preview import run as run_preview
@@ -37,6 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--epochs", type=int, default=3)
     demo.set_defaults(run=_demo)
+
+    check = commands.add_parser(
+        "check", help="find every file a backend cannot decode; exit 1 if there are any"
+    )
+    check.add_argument("source", help="an image folder (root/<class>/<image>)")
+    check.add_argument("--json", type=Path, help="also write the report as JSON here")
+    check.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    check.add_argument("--no-cache", action="store_true", help="re-check every file")
+    check.set_defaults(run=_check)
 
     bench = commands.add_parser(
         "bench", help="images/s of every backend against the plain DataLoader, in one run"
@@ -85,6 +96,15 @@ def _demo(args: argparse.Namespace) -> int:
                 f"{last.dtype}"
             )
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    report = check_dataset(args.source, max_pixels=args.max_pixels, use_cache=not args.no_cache)
+    print(report.summary())
+    if args.json:
+        args.json.write_text(json.dumps(report.as_dict(), indent=2))
+        print(f"wrote {args.json}")
+    return 1 if report.bad else 0
 
 
 def _synchronize(device: torch.device) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from .backends import default_cuda_device, default_num_threads, resolve_backend
 from .base import TORCH_DTYPES, BaseLoader
+from .check import DEFAULT_MAX_PIXELS, apply_policy, check_dataset
 from .errors import ConfigError
 from .index import Source, build_index
 from .spec import LoaderSpec
@@ -37,6 +38,8 @@ def create_loader(
     channels_last: bool = False,
     shard_id: int | None = None,
     num_shards: int | None = None,
+    on_bad_file: str = "raise",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> BaseLoader:
     """A DataLoader-like loader of `(images, labels)` batches from an image folder.
 
@@ -60,7 +63,12 @@ def create_loader(
         channels_last: images in torch.channels_last memory format.
         shard_id, num_shards: this rank's shard; default: torch.distributed's rank and world
             size when it is initialized, else one shard.
+        on_bad_file: files no backend can decode (see `dali_loader check`): "raise" before the
+            first batch, naming them, or "skip" them (logged; listed in `loader.bad_files`).
+        max_pixels: larger images count as bad files (decompression bombs).
     """
+    if on_bad_file not in ("raise", "skip"):
+        raise ConfigError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
     chosen = resolve_backend(backend)
     shard_id, num_shards = _resolve_shard(shard_id, num_shards)
     spec = LoaderSpec(
@@ -88,6 +96,14 @@ def create_loader(
         )
     target = _resolve_device(chosen, device)
     index = build_index(source)
+    report = check_dataset(
+        index,
+        max_pixels=max_pixels,
+        probe_dali=chosen != "torchvision",
+        device_id=target.index if chosen == "dali" else None,
+        progress=shard_id == 0,
+    )
+    index = apply_policy(index, report, on_bad_file)
     logger.info(
         "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
         chosen,
@@ -97,13 +113,18 @@ def create_loader(
         shard_id,
         num_shards,
     )
+    loader: BaseLoader
     if chosen == "torchvision":
         from fallback import TorchvisionLoader
 
-        return TorchvisionLoader(index, spec, target, num_workers=threads)
-    from .iterator import DaliLoader
+        loader = TorchvisionLoader(index, spec, target, num_workers=threads)
+    else:
+        from .iterator import DaliLoader
 
-    return DaliLoader(index, spec, target, num_threads=threads)
+        read_paths = tuple(report.copies.get(path, path) for path in index.paths)
+        loader = DaliLoader(index, spec, target, num_threads=threads, read_paths=read_paths)
+    loader.bad_files = dict(report.bad)
+    return loader
 
 
 def _resolve_shard(shard_id: int | None, num_shards: int | None) -> tuple[int, int]:

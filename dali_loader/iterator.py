@@ -58,12 +58,14 @@ class DaliLoader(BaseLoader):
         *,
         num_threads: int,
         prefetch_queue_depth: int = 2,
+        read_paths: tuple[str, ...] | None = None,
     ) -> None:
+        """`read_paths[i]` is the file DALI decodes for sample i (a converted copy, say)."""
         super().__init__(index, spec, device)
         from .pipeline import build_pipeline
 
         self.backend = "dali" if device.type == "cuda" else "dali-cpu"
-        self._feed = EpochFeed(index.paths, self._labels)
+        self._feed = EpochFeed(read_paths or index.paths, self._labels)
         self._pipe = build_pipeline(
             spec,
             self._feed,

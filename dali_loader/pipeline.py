@@ -31,7 +31,7 @@ _MIXED_DECODER_HINTS: dict[str, Any] = {
 
 _OUTPUT_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16, "bfloat16": types.FLOAT}
 
-Source = Callable[[], tuple[list[Any], list[Any]]]
+Source = Callable[[], Any]
 
 
 def build_pipeline(
@@ -126,3 +126,15 @@ def _eval_images(spec: LoaderSpec, encoded: Any, decoder: dict[str, Any]) -> Any
         roi_relative=True,
         antialias=True,
     )
+
+
+def build_decode_probe(source: Source, *, batch_size: int, device_id: int | None) -> Pipeline:
+    """A pipeline that only decodes, as the loader would: it fails on what DALI cannot read."""
+    pipe = Pipeline(batch_size=batch_size, num_threads=2, device_id=device_id, seed=0)
+    with pipe:
+        encoded = fn.external_source(source=source, batch=True, dtype=types.UINT8)
+        decoder = {"device": "mixed", **_MIXED_DECODER_HINTS} if device_id is not None else {}
+        images = fn.decoders.image(encoded, output_type=types.RGB, **decoder)
+        pipe.set_outputs(fn.shapes(images))
+    pipe.build()
+    return pipe

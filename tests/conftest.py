@@ -8,6 +8,7 @@ flips, resizing and mild crops, so a test can read back which sample came out of
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,12 @@ BACKENDS = ["torchvision", "dali-cpu", pytest.param("dali", marks=[pytest.mark.c
 @pytest.fixture(scope="session", autouse=True)
 def _dali_is_installed() -> None:
     assert dali_installed(), "DALI is not installed: pip install -e '.[cuda12,test]'"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The check's cache and converted copies go to a temp dir, never to ~/.cache."""
+    os.environ["DALI_LOADER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,0 +1,298 @@
+"""The dataset check: every file tried the way each backend will read it, before training starts.
+
+DALI cannot skip a sample: one undecodable file kills the pipeline mid-epoch. So each file is
+classified once, ahead of time, and the verdict is cached (keyed by path, size and mtime):
+
+- bad: cannot be delivered by any backend (empty, truncated, not an image, unreadable, above
+  `max_pixels`). The loader raises, or skips it, by its `on_bad_file` policy.
+- converted: PIL reads it, but DALI would not read it the same way or at all (CMYK, 16-bit,
+  palette or alpha images, junk that DALI's parser rejects). The DALI backends read a lossless
+  PNG copy of PIL's RGB decode instead, with the same label: nothing a viewer shows is dropped.
+- ok: every backend reads the file itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from .errors import DatasetError
+from .index import SampleIndex, Source, build_index
+
+logger = logging.getLogger("dali_loader")
+
+# PIL's own default: above it, PIL warns of a decompression bomb.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+# What DALI decodes exactly as PIL does: these formats, in these modes.
+_DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
+_DALI_MODES = {"RGB", "L"}
+_CACHE_VERSION = 1
+_PROBE_BATCH = 64
+
+
+@dataclass
+class CheckReport:
+    """What the check found: bad files (path -> reason) and files DALI reads as a converted copy."""
+
+    source: str
+    num_files: int
+    bad: dict[str, str] = field(default_factory=dict)
+    converted: dict[str, str] = field(default_factory=dict)  # path -> why
+    copies: dict[str, str] = field(default_factory=dict)  # path -> the PNG copy DALI reads
+
+    def summary(self, limit: int = 20) -> str:
+        lines = [
+            f"checked {self.num_files} files under {self.source}: {len(self.bad)} bad, "
+            f"{len(self.converted)} read by DALI through a converted copy"
+        ]
+        for path, reason in list(self.bad.items())[:limit]:
+            lines.append(f"  BAD  {path}: {reason}")
+        if len(self.bad) > limit:
+            lines.append(f"  ... and {len(self.bad) - limit} more bad files")
+        for path, reason in list(self.converted.items())[:limit]:
+            lines.append(f"  CONVERTED  {path}: {reason}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "num_files": self.num_files,
+            "bad": [{"path": p, "reason": r} for p, r in self.bad.items()],
+            "converted": [
+                {"path": p, "reason": r, "copy": self.copies.get(p)}
+                for p, r in self.converted.items()
+            ],
+        }
+
+
+def check_dataset(
+    source: Source | SampleIndex,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    probe_dali: bool | None = None,
+    device_id: int | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> CheckReport:
+    """Check every file of `source` for every backend; cached, so it is paid once.
+
+    Args:
+        source: an image folder, `(paths, labels)`, or an already built index.
+        max_pixels: larger images are bad (decompression bombs); PIL's default limit.
+        probe_dali: also decode with DALI (default: when DALI is installed).
+        device_id: probe DALI's GPU decoder on this device instead of its CPU decoder.
+        use_cache: reuse verdicts of files whose size and mtime have not changed.
+        progress: show progress bars.
+    """
+    index = source if isinstance(source, SampleIndex) else build_index(source)
+    if probe_dali is None:
+        from .backends import dali_installed
+
+        probe_dali = dali_installed()
+    cache_file = _cache_dir() / f"check-{_dataset_key(index, max_pixels)}.json"
+    cached = _load_cache(cache_file) if use_cache else {}
+    verdicts: dict[str, dict[str, Any]] = {}
+    todo = []
+    for path in dict.fromkeys(index.paths):
+        stamp = _stamp(path)
+        entry = cached.get(path)
+        if entry is not None and entry["stamp"] == stamp:
+            verdicts[path] = entry
+        else:
+            todo.append((path, stamp))
+    with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)))) as pool:
+        jobs = pool.map(lambda job: _inspect(job[0], job[1], max_pixels), todo)
+        bar = tqdm(jobs, total=len(todo), desc="checking files", unit="file", disable=not progress)
+        for (path, _), verdict in zip(todo, bar, strict=True):
+            verdicts[path] = verdict
+    if probe_dali:
+        unprobed = [p for p, v in verdicts.items() if v["status"] == "ok" and v["dali"] is None]
+        failed = _dali_failures(unprobed, device_id, progress)
+        for path in unprobed:
+            verdicts[path]["dali"] = path not in failed
+            if path in failed:
+                verdicts[path]["status"] = "convert"
+                verdicts[path]["reason"] = f"DALI's decoder rejects it ({failed[path]})"
+    report = CheckReport(source=_describe(source, index), num_files=len(verdicts))
+    for path, verdict in verdicts.items():
+        if verdict["status"] == "bad":
+            report.bad[path] = verdict["reason"]
+        elif verdict["status"] == "convert":
+            report.converted[path] = verdict["reason"]
+            report.copies[path] = _converted_copy(path, verdict["stamp"])
+    if use_cache:
+        _save_cache(cache_file, verdicts)
+    return report
+
+
+def apply_policy(index: SampleIndex, report: CheckReport, on_bad_file: str) -> SampleIndex:
+    """The index the loader reads under `on_bad_file`: "raise" on any bad file, or "skip" them."""
+    if on_bad_file not in ("raise", "skip"):
+        raise DatasetError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
+    if not report.bad:
+        return index
+    listed = "\n".join(f"  {path}: {reason}" for path, reason in list(report.bad.items())[:5])
+    more = f"\n  ... and {len(report.bad) - 5} more" if len(report.bad) > 5 else ""
+    if on_bad_file == "raise":
+        raise DatasetError(
+            f"{len(report.bad)} file(s) under {report.source} cannot be decoded:\n{listed}{more}\n"
+            f"Run `dali-loader check {report.source}` for the full list, then fix or remove "
+            "them, or pass on_bad_file='skip' to leave them out."
+        )
+    logger.warning(
+        "skipping %d bad file(s) under %s (on_bad_file='skip'):\n%s%s",
+        len(report.bad),
+        report.source,
+        listed,
+        more,
+    )
+    keep = [i for i, path in enumerate(index.paths) if path not in report.bad]
+    if not keep:
+        raise DatasetError(f"every file under {report.source} is bad; nothing to load")
+    return SampleIndex(
+        paths=tuple(index.paths[i] for i in keep),
+        labels=tuple(index.labels[i] for i in keep),
+        classes=index.classes,
+        class_to_idx=index.class_to_idx,
+    )
+
+
+def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, Any]:
+    """How PIL (and so the torchvision backend) reads `path`, and whether DALI may read it as is."""
+    verdict: dict[str, Any] = {"stamp": stamp, "status": "bad", "reason": "", "dali": None}
+    if stamp is None:
+        verdict["reason"] = "cannot be opened: missing, or a broken symlink"
+        return verdict
+    if stamp[0] == 0:
+        verdict["reason"] = "empty file (0 bytes)"
+        return verdict
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                verdict["reason"] = (
+                    f"{width}x{height} is {width * height:,} pixels, above max_pixels="
+                    f"{max_pixels:,}; raise max_pixels to load it, or downscale the file"
+                )
+                return verdict
+            image_format, mode = image.format, image.mode
+            image.load()
+    except PermissionError:
+        verdict["reason"] = "permission denied: make the file readable"
+        return verdict
+    except UnidentifiedImageError:
+        verdict["reason"] = "not an image (unrecognized content: HTML, text or another format?)"
+        return verdict
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        verdict["reason"] = f"cannot be decoded: {error}"
+        return verdict
+    if image_format not in _DALI_FORMATS or mode not in _DALI_MODES:
+        verdict["status"] = "convert"
+        verdict["reason"] = f"{image_format} in mode {mode}: DALI would read it differently"
+    else:
+        verdict["status"] = "ok"
+    return verdict
+
+
+def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> dict[str, str]:
+    """Files DALI's decoder rejects. A failure invalidates the pipeline, so failing batches are
+    bisected with fresh pipelines; bad files are rare, so this costs about one decode per file."""
+    from .pipeline import build_decode_probe
+
+    current: list[np.ndarray] = []
+
+    def build() -> Any:
+        return build_decode_probe(lambda: current, batch_size=_PROBE_BATCH, device_id=device_id)
+
+    failed: dict[str, str] = {}
+    pipe = build()
+    groups = [paths[i : i + _PROBE_BATCH] for i in range(0, len(paths), _PROBE_BATCH)]
+    bar = tqdm(total=len(paths), desc="probing DALI", unit="file", disable=not progress)
+    while groups:
+        group = groups.pop()
+        current[:] = [np.fromfile(p, dtype=np.uint8) for p in group]
+        try:
+            pipe.run()
+            bar.update(len(group))
+            continue
+        except Exception as error:  # DALI raises RuntimeError; anything means "cannot decode"
+            pipe = build()
+            if len(group) == 1:
+                failed[group[0]] = str(error).strip().splitlines()[0][:200]
+                bar.update(1)
+            else:
+                half = len(group) // 2
+                groups += [group[:half], group[half:]]
+    bar.close()
+    return failed
+
+
+def _converted_copy(path: str, stamp: list[int]) -> str:
+    """A lossless PNG of PIL's RGB decode (EXIF orientation applied), made once."""
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{stamp}".encode()).hexdigest()
+    copy = _cache_dir() / "converted" / f"{key}.png"
+    if not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+        with tempfile.NamedTemporaryFile(dir=copy.parent, suffix=".png", delete=False) as tmp:
+            rgb.save(tmp, "PNG", compress_level=1)
+        os.replace(tmp.name, copy)
+    return str(copy)
+
+
+def _stamp(path: str) -> list[int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _cache_dir() -> Path:
+    """$DALI_LOADER_CACHE, else ~/.cache/dali-loader: never inside the (maybe read-only) data."""
+    return Path(os.environ.get("DALI_LOADER_CACHE", Path.home() / ".cache" / "dali-loader"))
+
+
+def _dataset_key(index: SampleIndex, max_pixels: int) -> str:
+    digest = hashlib.sha1(f"v{_CACHE_VERSION}|{max_pixels}".encode())
+    for path in index.paths:
+        digest.update(os.path.abspath(path).encode("utf-8", "surrogateescape") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _load_cache(cache_file: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if data.get("version") != _CACHE_VERSION:
+        return {}
+    entries: dict[str, dict[str, Any]] = data.get("files", {})
+    return entries
+
+
+def _save_cache(cache_file: Path, verdicts: dict[str, dict[str, Any]]) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps({"version": _CACHE_VERSION, "files": verdicts})
+    with tempfile.NamedTemporaryFile("w", dir=cache_file.parent, delete=False) as tmp:
+        tmp.write(payload)
+    os.replace(tmp.name, cache_file)
+
+
+def _describe(source: Source | SampleIndex, index: SampleIndex) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return f"({len(index)} listed paths)"
