@@ -39,7 +39,6 @@ DEFAULT_MAX_PIXELS = 89_478_485
 _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
 _CACHE_VERSION = 1
-_PROBE_BATCH = 64
 
 
 @dataclass
@@ -112,11 +111,12 @@ def check_dataset(
             verdicts[path] = entry
         else:
             todo.append((path, stamp))
-    with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)))) as pool:
-        jobs = pool.map(lambda job: _inspect(job[0], job[1], max_pixels), todo)
-        bar = tqdm(jobs, total=len(todo), desc="checking files", unit="file", disable=not progress)
-        for (path, _), verdict in zip(todo, bar, strict=True):
-            verdicts[path] = verdict
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # max_pixels is checked instead, from the header
+    try:
+        _inspect_all(todo, verdicts, max_pixels, progress)
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     if probe_dali:
         unprobed = [p for p, v in verdicts.items() if v["status"] == "ok" and v["dali"] is None]
         failed = _dali_failures(unprobed, device_id, progress)
@@ -125,7 +125,9 @@ def check_dataset(
             if path in failed:
                 verdicts[path]["status"] = "convert"
                 verdicts[path]["reason"] = f"DALI's decoder rejects it ({failed[path]})"
-    report = CheckReport(source=_describe(source, index), num_files=len(verdicts))
+    report = CheckReport(
+        source=index.root or f"({len(index)} listed paths)", num_files=len(verdicts)
+    )
     for path, verdict in verdicts.items():
         if verdict["status"] == "bad":
             report.bad[path] = verdict["reason"]
@@ -166,7 +168,21 @@ def apply_policy(index: SampleIndex, report: CheckReport, on_bad_file: str) -> S
         labels=tuple(index.labels[i] for i in keep),
         classes=index.classes,
         class_to_idx=index.class_to_idx,
+        root=index.root,
     )
+
+
+def _inspect_all(
+    todo: list[tuple[str, list[int] | None]],
+    verdicts: dict[str, dict[str, Any]],
+    max_pixels: int,
+    progress: bool,
+) -> None:
+    with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)))) as pool:
+        jobs = pool.map(lambda job: _inspect(job[0], job[1], max_pixels), todo)
+        bar = tqdm(jobs, total=len(todo), desc="checking files", unit="file", disable=not progress)
+        for (path, _), verdict in zip(todo, bar, strict=True):
+            verdicts[path] = verdict
 
 
 def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, Any]:
@@ -201,41 +217,70 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
     if image_format not in _DALI_FORMATS or mode not in _DALI_MODES:
         verdict["status"] = "convert"
         verdict["reason"] = f"{image_format} in mode {mode}: DALI would read it differently"
+    elif image_format == "JPEG" and (problem := _jpeg_header_problem(path)):
+        verdict["status"] = "convert"
+        verdict["reason"] = f"PIL reads it, DALI's JPEG parser rejects it: {problem}"
     else:
         verdict["status"] = "ok"
     return verdict
 
 
-def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> dict[str, str]:
-    """Files DALI's decoder rejects. A failure invalidates the pipeline, so failing batches are
-    bisected with fresh pipelines; bad files are rare, so this costs about one decode per file."""
-    from .pipeline import build_decode_probe
+def _jpeg_header_problem(path: str) -> str | None:
+    """Walk the JPEG segments up to the image data as a strict parser does.
 
-    current: list[np.ndarray] = []
-
-    def build() -> Any:
-        return build_decode_probe(lambda: current, batch_size=_PROBE_BATCH, device_id=device_id)
-
-    failed: dict[str, str] = {}
-    pipe = build()
-    groups = [paths[i : i + _PROBE_BATCH] for i in range(0, len(paths), _PROBE_BATCH)]
-    bar = tqdm(total=len(paths), desc="probing DALI", unit="file", disable=not progress)
-    while groups:
-        group = groups.pop()
-        current[:] = [np.fromfile(p, dtype=np.uint8) for p in group]
-        try:
-            pipe.run()
-            bar.update(len(group))
+    PIL skips junk between segments; DALI's parser stops with "Invalid marker", and not always
+    (seen: only when such a file is not first in its batch), so a decode probe cannot be
+    trusted to find these files.
+    """
+    with open(path, "rb") as f:
+        data = f.read(1 << 20)
+    at = 2  # after SOI
+    while at < len(data):
+        if data[at] != 0xFF:
+            return f"byte 0x{data[at]:02X} at offset {at} where a marker should start"
+        while at < len(data) and data[at] == 0xFF:  # fill bytes
+            at += 1
+        if at >= len(data):
+            break
+        marker = data[at]
+        at += 1
+        if marker == 0xDA:  # start of scan: the headers were fine
+            return None
+        if marker == 0x00 or marker == 0xD9:
+            return f"marker 0xFF{marker:02X} at offset {at - 2} before the image data"
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
             continue
-        except Exception as error:  # DALI raises RuntimeError; anything means "cannot decode"
-            pipe = build()
-            if len(group) == 1:
-                failed[group[0]] = str(error).strip().splitlines()[0][:200]
+        if at + 2 > len(data):
+            break
+        at += (data[at] << 8) | data[at + 1]
+    return "the headers end before the image data"
+
+
+def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> dict[str, str]:
+    """Files DALI's decoder rejects, each decoded alone: in a batch DALI sometimes gets past a
+    file that kills the pipeline when it comes alone (a final batch of one, say). A failure
+    invalidates the pipeline, so each failure costs a rebuild; bad files are rare."""
+    workers = max(1, min(len(os.sched_getaffinity(0)), len(paths)))
+    chunks = [paths[k::workers] for k in range(workers)]
+    failed: dict[str, str] = {}
+    with tqdm(total=len(paths), desc="probing DALI", unit="file", disable=not progress) as bar:
+
+        def probe(chunk: list[str]) -> None:
+            from .pipeline import build_decode_probe
+
+            current: list[np.ndarray] = []
+            pipe = build_decode_probe(lambda: current, batch_size=1, device_id=device_id)
+            for path in chunk:
+                current[:] = [np.fromfile(path, dtype=np.uint8)]
+                try:
+                    pipe.run()
+                except Exception as error:  # DALI raises RuntimeError; any means "cannot decode"
+                    failed[path] = str(error).strip().splitlines()[0][:200]
+                    pipe = build_decode_probe(lambda: current, batch_size=1, device_id=device_id)
                 bar.update(1)
-            else:
-                half = len(group) // 2
-                groups += [group[:half], group[half:]]
-    bar.close()
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(probe, chunks))
     return failed
 
 
@@ -290,9 +335,3 @@ def _save_cache(cache_file: Path, verdicts: dict[str, dict[str, Any]]) -> None:
     with tempfile.NamedTemporaryFile("w", dir=cache_file.parent, delete=False) as tmp:
         tmp.write(payload)
     os.replace(tmp.name, cache_file)
-
-
-def _describe(source: Source | SampleIndex, index: SampleIndex) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return f"({len(index)} listed paths)"

@@ -27,6 +27,7 @@ class SampleIndex:
     labels: tuple[int, ...]
     classes: tuple[str, ...]
     class_to_idx: dict[str, int]
+    root: str | None = None  # the folder it was walked from, if any
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -74,6 +75,7 @@ def index_folder(root: str | os.PathLike[str]) -> SampleIndex:
         labels=tuple(label for _, label in samples),
         classes=tuple(classes),
         class_to_idx=dict(class_to_idx),
+        root=str(root),
     )
 
 

@@ -130,11 +130,20 @@ def _eval_images(spec: LoaderSpec, encoded: Any, decoder: dict[str, Any]) -> Any
 
 def build_decode_probe(source: Source, *, batch_size: int, device_id: int | None) -> Pipeline:
     """A pipeline that only decodes, as the loader would: it fails on what DALI cannot read."""
-    pipe = Pipeline(batch_size=batch_size, num_threads=2, device_id=device_id, seed=0)
+    # Synchronous, no prefetch: an error must belong to the batch just fed.
+    pipe = Pipeline(
+        batch_size=batch_size,
+        num_threads=1,
+        device_id=device_id,
+        seed=0,
+        prefetch_queue_depth=1,
+        exec_pipelined=False,
+        exec_async=False,
+    )
     with pipe:
         encoded = fn.external_source(source=source, batch=True, dtype=types.UINT8)
         decoder = {"device": "mixed", **_MIXED_DECODER_HINTS} if device_id is not None else {}
         images = fn.decoders.image(encoded, output_type=types.RGB, **decoder)
-        pipe.set_outputs(fn.shapes(images))
+        pipe.set_outputs(images.shape())
     pipe.build()
     return pipe

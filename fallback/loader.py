@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from dali_loader.base import TORCH_DTYPES, BaseLoader, Batch
@@ -31,6 +32,11 @@ class _EpochRequests:
 
     def __len__(self) -> int:
         return len(self.requests)
+
+
+def _trust_the_check(worker_id: int) -> None:
+    """Files were vetted against max_pixels by the check: lift PIL's own limit in workers."""
+    Image.MAX_IMAGE_PIXELS = None
 
 
 class TorchvisionLoader(BaseLoader):
@@ -57,6 +63,7 @@ class TorchvisionLoader(BaseLoader):
             persistent_workers=num_workers > 0,
             prefetch_factor=prefetch_factor if num_workers > 0 else None,
             pin_memory=device.type == "cuda",
+            worker_init_fn=_trust_the_check,
         )
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(spec.mean_255, device=device).view(shape)

@@ -11,11 +11,18 @@ from dali_loader import create_loader
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices
 
 
-def main(root: str, backend: str, out: str) -> None:
+def main(root: str, backend: str, out: str, on_bad_file: str = "raise") -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     loader = create_loader(
-        root, backend=backend, train=False, shuffle=True, batch_size=4, image_size=16, num_threads=1
+        root,
+        backend=backend,
+        train=False,
+        shuffle=True,
+        batch_size=4,
+        image_size=16,
+        num_threads=1,
+        on_bad_file=on_bad_file,
     )
     epochs = []
     for epoch in range(2):

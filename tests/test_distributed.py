@@ -15,9 +15,17 @@ from .conftest import write_index_folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("count", [21, 17])  # 17 over 2 ranks of batch 4: one rank's batch splits
-def test_two_ranks_share_every_epoch_exactly(tmp_path: Path, backend: str, count: int) -> None:
+@pytest.mark.parametrize(
+    ("count", "with_bad_files"),
+    [(21, False), (17, False), (17, True)],  # 17 over 2 ranks of batch 4: one rank's batch splits
+)
+def test_two_ranks_share_every_epoch_exactly(
+    tmp_path: Path, backend: str, count: int, with_bad_files: bool
+) -> None:
     data = write_index_folder(tmp_path / "data", [count - count // 2, count // 2], size=(48, 48))
+    if with_bad_files:  # skipped by every rank alike: the good files are still shared exactly
+        (data / "class_00" / "empty.jpg").write_bytes(b"")
+        (data / "class_01" / "page.jpg").write_bytes(b"<html></html>")
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -32,6 +40,7 @@ def test_two_ranks_share_every_epoch_exactly(tmp_path: Path, backend: str, count
             str(data),
             backend,
             str(out),
+            "skip" if with_bad_files else "raise",
         ],
         env=env,
         capture_output=True,
