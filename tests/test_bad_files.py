@@ -29,7 +29,7 @@ CONVERTED = {"cmyk.jpg", "deep.png", "junk_marker.jpg", "rgba.png", "palette.png
 
 def _jpeg(image: Image.Image, **kwargs) -> bytes:  # type: ignore[no-untyped-def]
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=95, **kwargs)
+    image.save(buffer, "JPEG", **({} if "qtables" in kwargs else {"quality": 95}), **kwargs)
     return buffer.getvalue()
 
 
@@ -64,6 +64,9 @@ def dirty(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int
     put(a, "exif_rotated.jpg", _jpeg(Image.fromarray(turned), exif=exif), 15)
     put(a, "nested/deeper/nested.jpg", _jpeg(index_image(16)), 16)
     put(a, "ñandú 東京.jpg", _jpeg(index_image(17)), 17)
+    put(a, ".hidden.jpg", _jpeg(index_image(18)), 18)  # a sample, as in ImageFolder
+    qtable = [16] + [300] * 63  # entries above 255: 16-bit quantization tables
+    put(a, "qtable16.jpg", _jpeg(index_image(19), qtables=[qtable, qtable]), 19)
     for k, (ext, fmt) in enumerate(
         [("bmp", "BMP"), ("tif", "TIFF"), ("webp", "WEBP"), ("ppm", "PPM")]
     ):
@@ -161,6 +164,30 @@ def test_check_is_cached_by_path_size_and_mtime(
     report = check_dataset(root, progress=False)
     assert inspected == [str(root / "c" / "1.jpg")]
     assert list(report.bad) == [str(root / "c" / "1.jpg")]
+
+
+def test_unreadable_file_is_bad_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tests run as root, which reads any file: simulate what chmod 000 does to other users.
+    root = tmp_path / "data"
+    (root / "c").mkdir(parents=True)
+    for name in ("ok.jpg", "locked.jpg"):
+        index_image(1).save(root / "c" / name)
+    import dali_loader.check as check
+
+    real_open = check.Image.open
+
+    def guarded(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).endswith("locked.jpg"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(check.Image, "open", guarded)
+    report = check_dataset(root, progress=False, probe_dali=False, use_cache=False)
+    assert report.bad == {
+        str(root / "c" / "locked.jpg"): "permission denied: make the file readable"
+    }
 
 
 def test_raise_policy_names_the_files_and_the_command(dirty: tuple[Path, dict[str, int]]) -> None:
