@@ -6,16 +6,22 @@ order, the epoch counter and `len()` live here, so no backend can disagree on th
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from .errors import ConfigError
 from .index import SampleIndex
 from .sampler import check_shardable, epoch_order, num_batches, shard_batches
 from .spec import LoaderSpec
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+STATE_VERSION = 1
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -37,6 +43,9 @@ class BaseLoader:
         self.device = device
         self._labels = np.asarray(index.labels, dtype=np.int32)
         self._epoch = 0
+        self._resume_at = 0  # batches of epoch `_epoch` already delivered before a restore
+        self._position: tuple[int, int] | None = None  # (epoch, batches handed over) in a loop
+        self._dataset_sha1: str | None = None
         self.bad_files: dict[str, str] = {}  # skipped under on_bad_file="skip": path -> reason
 
     @property
@@ -61,19 +70,100 @@ class BaseLoader:
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Deliver epoch `epoch` next (its shuffle order), as `DistributedSampler.set_epoch`."""
+        """Deliver epoch `epoch` next (its shuffle order), as `DistributedSampler.set_epoch`.
+
+        Setting the epoch a restored state is in keeps its resume point; any other starts fresh.
+        """
         if not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        if epoch != self._epoch:
+            self._resume_at = 0
         self._epoch = epoch
 
     def __len__(self) -> int:
         return num_batches(len(self.dataset), self.spec)
 
     def __iter__(self) -> Iterator[Batch]:
-        epoch = self._epoch
-        self._epoch += 1
+        epoch, start = self._epoch, self._resume_at
+        self._epoch, self._resume_at = epoch + 1, 0
         batches = shard_batches(epoch_order(len(self.dataset), self.spec, epoch), self.spec)
-        return self._iter_epoch(batches, epoch)
+        self._position = (epoch, start)
+        for batch in self._iter_epoch(batches[start:], epoch):
+            self._position = (epoch, self._position[1] + 1)  # counted when handed over
+            yield batch
+        self._position = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is: small plain data (JSON-safe), for `load_state_dict`.
+
+        Taken inside an epoch after k batches, a restored loader delivers exactly the rest of
+        that epoch, then the next epochs as this one would.
+        """
+        if self._position is not None and self._position[1] < len(self):
+            epoch, done = self._position
+        else:
+            epoch, done = self._epoch, self._resume_at
+        return {
+            "format": "dali-loader/state",
+            "version": STATE_VERSION,
+            "epoch": epoch,
+            "batches_done": done,
+            "dataset": self._fingerprint(),
+            "order": self._order_config(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`; refuses a state from another data set or order."""
+        if not isinstance(state, dict) or state.get("format") != "dali-loader/state":
+            raise ConfigError("not a dali-loader state: pass what loader.state_dict() returned")
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(
+                f"state version {state.get('version')!r} is not {STATE_VERSION}; it was saved "
+                "by another dali-loader version"
+            )
+        if state["dataset"] != self._fingerprint():
+            raise ConfigError(
+                f"the state was saved for another data set ({state['dataset']['samples']} "
+                f"samples, fingerprint {state['dataset']['sha1'][:12]}), this loader has "
+                f"{len(self.dataset)} samples (fingerprint {self._fingerprint()['sha1'][:12]})"
+            )
+        ours = self._order_config()
+        changed = [
+            f"{k}: {state['order'].get(k)!r} -> {v!r}"
+            for k, v in ours.items()
+            if state["order"].get(k) != v
+        ]
+        if changed:
+            raise ConfigError(
+                "the state was saved with another order configuration ("
+                + ", ".join(changed)
+                + "); resume with the same batch_size, shuffle, drop_last, seed and shards"
+            )
+        if not 0 <= state["batches_done"] <= len(self):
+            raise ConfigError(f"batches_done={state['batches_done']} is outside 0..{len(self)}")
+        self._epoch, self._resume_at = int(state["epoch"]), int(state["batches_done"])
+
+    def _order_config(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "batch_size": spec.batch_size,
+            "shuffle": spec.shuffle,
+            "drop_last": spec.drop_last,
+            "seed": spec.seed,
+            "shard_id": spec.shard_id,
+            "num_shards": spec.num_shards,
+        }
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """Which samples, in which order, with which labels; robust to moving the root."""
+        if self._dataset_sha1 is None:
+            digest = hashlib.sha1("\0".join(self.dataset.classes).encode())
+            root = self.dataset.root
+            for path, label in zip(self.dataset.paths, self.dataset.labels, strict=True):
+                name = os.path.relpath(path, root) if root else path
+                digest.update(f"\0{name}\0{label}".encode("utf-8", "surrogateescape"))
+            self._dataset_sha1 = digest.hexdigest()
+        return {"samples": len(self.dataset), "sha1": self._dataset_sha1}
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
         raise NotImplementedError
