@@ -10,11 +10,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .errors import DatasetError
+
+if TYPE_CHECKING:
+    from .storage import ShardLocations
 
 Source = Union[str, "os.PathLike[str]", tuple[Sequence[str], Sequence[int]]]
 
@@ -28,6 +31,7 @@ class SampleIndex:
     classes: tuple[str, ...]
     class_to_idx: dict[str, int]
     root: str | None = None  # the folder it was walked from, if any
+    locations: ShardLocations | None = None  # set for a packed data set: bytes in tar shards
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -17,13 +17,14 @@ import torch
 from .base import TORCH_DTYPES, BaseLoader, Batch
 from .index import SampleIndex
 from .spec import LoaderSpec
+from .storage import SampleReader, reader_for
 
 
 class EpochFeed:
     """The pipeline's source: the encoded files and labels of one epoch's batches, in order."""
 
-    def __init__(self, paths: tuple[str, ...], labels: np.ndarray) -> None:
-        self._paths = paths
+    def __init__(self, reader: SampleReader, labels: np.ndarray) -> None:
+        self._reader = reader
         self._labels = labels
         self._batches: list[np.ndarray] = []
         self._next = 0
@@ -40,7 +41,7 @@ class EpochFeed:
             raise StopIteration
         batch = self._batches[self._next]
         self._next += 1
-        encoded = [np.fromfile(self._paths[i], dtype=np.uint8) for i in batch]
+        encoded = [np.frombuffer(self._reader.read(int(i)), dtype=np.uint8) for i in batch]
         return encoded, list(self._labels[batch])
 
 
@@ -65,7 +66,7 @@ class DaliLoader(BaseLoader):
         from .pipeline import build_pipeline
 
         self.backend = "dali" if device.type == "cuda" else "dali-cpu"
-        self._feed = EpochFeed(read_paths or index.paths, self._labels)
+        self._feed = EpochFeed(reader_for(index, read_paths), self._labels)
         self._pipe = build_pipeline(
             spec,
             self._feed,

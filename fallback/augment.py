@@ -12,6 +12,8 @@ Eval uses PIL's resize of a fractional box: it is the exact geometry of the DALI
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
@@ -26,9 +28,9 @@ _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}  # orientations that turn the image by 90 degrees
 
 
-def load_sample(path: str, spec: LoaderSpec, rng: np.random.Generator) -> torch.Tensor:
-    """The augmented sample at `path` as uint8 (3, H, W)."""
-    with Image.open(path) as image:
+def load_sample(encoded: bytes, spec: LoaderSpec, rng: np.random.Generator) -> torch.Tensor:
+    """The augmented sample encoded in `encoded` (a whole image file) as uint8 (3, H, W)."""
+    with Image.open(io.BytesIO(encoded)) as image:
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
         width, height = image.size
         if orientation in _SWAPS_AXES:

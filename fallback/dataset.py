@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from dali_loader.spec import LoaderSpec
+from dali_loader.storage import SampleReader
 
 from .augment import load_sample
 
@@ -22,9 +23,9 @@ BatchRequest = tuple[int, np.ndarray]  # (epoch, sample indices)
 
 class BatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __init__(
-        self, paths: tuple[str, ...], labels: np.ndarray, spec: LoaderSpec, *, normalize: bool
+        self, reader: SampleReader, labels: np.ndarray, spec: LoaderSpec, *, normalize: bool
     ) -> None:
-        self.paths = paths
+        self.reader = reader
         self.labels = labels
         self.spec = spec
         self.normalize = normalize
@@ -40,7 +41,7 @@ class BatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         out = images.numpy()
         for slot, index in enumerate(indices):
             rng = np.random.default_rng((self.spec.seed, epoch, int(index)))
-            sample = load_sample(self.paths[index], self.spec, rng).numpy()
+            sample = load_sample(self.reader.read(int(index)), self.spec, rng).numpy()
             if self.normalize:
                 for channel in range(3):
                     np.take(self.table[channel], sample[channel], out=out[slot, channel])
@@ -50,7 +51,7 @@ class BatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return images, torch.from_numpy(labels)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.labels)
 
 
 def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

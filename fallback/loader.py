@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from dali_loader.base import TORCH_DTYPES, BaseLoader, Batch
 from dali_loader.index import SampleIndex
 from dali_loader.spec import LoaderSpec
+from dali_loader.storage import reader_for
 
 from .dataset import BatchDataset, BatchRequest
 
@@ -56,7 +57,7 @@ class TorchvisionLoader(BaseLoader):
         super().__init__(index, spec, device)
         self._requests = _EpochRequests()
         self._loader = DataLoader(
-            BatchDataset(index.paths, self._labels, spec, normalize=device.type == "cpu"),
+            BatchDataset(reader_for(index), self._labels, spec, normalize=device.type == "cpu"),
             batch_size=None,
             sampler=self._requests,
             num_workers=num_workers,

@@ -1,0 +1,67 @@
+"""Where a sample's encoded bytes live: a file of its own, or a byte range of a tar shard.
+
+Both backends read through a `SampleReader`, so a folder and a packed data set look alike to
+them. Shards are read with `os.pread`: no extraction, nothing mapped into the process, so the
+page cache holds the bytes and the process's memory stays flat however large the data set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .index import SampleIndex
+
+
+@dataclass(frozen=True)
+class ShardLocations:
+    """Sample i is bytes [offsets[i], offsets[i] + sizes[i]) of shards[shard_ids[i]]."""
+
+    shards: tuple[str, ...]
+    shard_ids: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+
+
+class SampleReader:
+    """The encoded bytes of sample i. Picklable: each DataLoader worker opens its own files."""
+
+    def __init__(self, paths: tuple[str, ...], locations: ShardLocations | None = None) -> None:
+        self.paths = paths
+        self.locations = locations
+        self._fds: dict[int, int] = {}
+        self._pid = os.getpid()
+
+    def read(self, i: int) -> bytes:
+        where = self.locations
+        if where is None:
+            with open(self.paths[i], "rb") as f:
+                return f.read()
+        shard = int(where.shard_ids[i])
+        size = int(where.sizes[i])
+        data = os.pread(self._fd(shard), size, int(where.offsets[i]))
+        if len(data) != size:
+            raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
+        return data
+
+    def _fd(self, shard: int) -> int:
+        if self._pid != os.getpid():  # forked: descriptors are shared offsets no more, reopen
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(shard)
+        if fd is None:
+            assert self.locations is not None
+            fd = self._fds[shard] = os.open(self.locations.shards[shard], os.O_RDONLY)
+        return fd
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"paths": self.paths, "locations": self.locations}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["paths"], state["locations"])  # type: ignore[misc, arg-type]
+
+
+def reader_for(index: SampleIndex, read_paths: tuple[str, ...] | None = None) -> SampleReader:
+    """The reader of `index`; `read_paths` replaces file paths (converted copies for DALI)."""
+    return SampleReader(read_paths or index.paths, index.locations)
