@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -17,7 +18,8 @@ from tqdm import tqdm
 from .bench import add_arguments as add_bench_arguments
 from .bench import run as run_bench
 from .check import DEFAULT_MAX_PIXELS, check_dataset
-from .errors import DaliLoaderError
+from .errors import ConfigError, DaliLoaderError
+from .pack import pack
 from .preview import add_arguments as add_preview_arguments
 from .preview import run as run_preview
 
@@ -48,6 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     check.add_argument("--no-cache", action="store_true", help="re-check every file")
     check.set_defaults(run=_check)
+
+    packer = commands.add_parser(
+        "pack", help="write an image folder as WebDataset tar shards with DALI indexes"
+    )
+    packer.add_argument("source", help="an image folder (root/<class>/<image>)")
+    packer.add_argument("out", type=Path, help="the folder for the shards (rerun to resume)")
+    packer.add_argument("--shard-size", default="1GB", help="bytes per shard: 1GB, 256MB, ...")
+    packer.add_argument("--seed", type=int, default=0, help="the packing order's seed")
+    packer.add_argument("--on-bad-file", choices=["raise", "skip"], default="raise")
+    packer.add_argument("--workers", type=int, help="processes writing shards (default: cores)")
+    packer.set_defaults(run=_pack)
 
     bench = commands.add_parser(
         "bench", help="images/s of every backend against the plain DataLoader, in one run"
@@ -105,6 +118,28 @@ def _check(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(report.as_dict(), indent=2))
         print(f"wrote {args.json}")
     return 1 if report.bad else 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    manifest = pack(
+        args.source,
+        args.out,
+        shard_size=parse_size(args.shard_size),
+        seed=args.seed,
+        on_bad_file=args.on_bad_file,
+        workers=args.workers,
+    )
+    info = json.loads(manifest.read_text())
+    print(f"packed {info['num_samples']} images in {len(info['shards'])} shards: {manifest}")
+    return 0
+
+
+def parse_size(text: str) -> int:
+    """'1GB', '256MB', '64KiB' or a plain number of bytes (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    if not match or float(match[1]) <= 0:
+        raise ConfigError(f"--shard-size {text!r} is not a size; write e.g. 1GB or 256MB")
+    return int(float(match[1]) * 1024 ** " KMGT".index(match[2] or " "))
 
 
 def _synchronize(device: torch.device) -> None:

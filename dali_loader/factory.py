@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import torch
 
 from .backends import default_cuda_device, default_num_threads, resolve_backend
 from .base import TORCH_DTYPES, BaseLoader
-from .check import DEFAULT_MAX_PIXELS, apply_policy, check_dataset
+from .check import DEFAULT_MAX_PIXELS, CheckReport, apply_policy, check_dataset
 from .errors import ConfigError
 from .index import Source, build_index
+from .pack import index_packed, is_packed
 from .spec import LoaderSpec
 
 logger = logging.getLogger("dali_loader")
@@ -44,7 +46,8 @@ def create_loader(
     """A DataLoader-like loader of `(images, labels)` batches from an image folder.
 
     Args:
-        source: an ImageFolder-style root (`root/<class>/<image>`), or `(paths, labels)`.
+        source: an ImageFolder-style root (`root/<class>/<image>`), a folder written by
+            `dali-loader pack`, or `(paths, labels)`.
         batch_size: samples per batch; the last batch is partial unless `drop_last`.
         train: random-resized crop, flip and rotation; otherwise resize + center crop.
         backend: "dali" (GPU), "dali-cpu", "torchvision", or "auto" (dali when CUDA and DALI
@@ -95,15 +98,19 @@ def create_loader(
             f"num_threads must be positive (0 means no workers, torchvision only), got {threads}"
         )
     target = _resolve_device(chosen, device)
-    index = build_index(source)
-    report = check_dataset(
-        index,
-        max_pixels=max_pixels,
-        probe_dali=chosen != "torchvision",
-        device_id=target.index if chosen == "dali" else None,
-        progress=shard_id == 0,
-    )
-    index = apply_policy(index, report, on_bad_file)
+    if isinstance(source, (str, os.PathLike)) and is_packed(source):
+        index = index_packed(source)  # checked when it was packed, verified by checksum now
+        report = CheckReport(source=str(source), num_files=len(index))
+    else:
+        index = build_index(source)
+        report = check_dataset(
+            index,
+            max_pixels=max_pixels,
+            probe_dali=chosen != "torchvision",
+            device_id=target.index if chosen == "dali" else None,
+            progress=shard_id == 0,
+        )
+        index = apply_policy(index, report, on_bad_file)
     logger.info(
         "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
         chosen,

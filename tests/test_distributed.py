@@ -10,22 +10,27 @@ from pathlib import Path
 
 import pytest
 
+from dali_loader.pack import pack
+
 from .conftest import write_index_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    ("count", "with_bad_files"),
-    [(21, False), (17, False), (17, True)],  # 17 over 2 ranks of batch 4: one rank's batch splits
+    ("count", "with_bad_files", "packed"),
+    # 17 over 2 ranks of batch 4: one rank's batch splits
+    [(21, False, False), (17, False, False), (17, True, False), (17, False, True)],
 )
 def test_two_ranks_share_every_epoch_exactly(
-    tmp_path: Path, backend: str, count: int, with_bad_files: bool
+    tmp_path: Path, backend: str, count: int, with_bad_files: bool, packed: bool
 ) -> None:
     data = write_index_folder(tmp_path / "data", [count - count // 2, count // 2], size=(48, 48))
     if with_bad_files:  # skipped by every rank alike: the good files are still shared exactly
         (data / "class_00" / "empty.jpg").write_bytes(b"")
         (data / "class_01" / "page.jpg").write_bytes(b"<html></html>")
+    if packed:
+        data = pack(data, tmp_path / "packed", shard_size=8 << 10, progress=False).parent
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -1,0 +1,275 @@
+"""`dali-loader pack`: an image folder as WebDataset tar shards, and reading them back.
+
+Layout of OUT:
+    shard-000000.tar   WebDataset: per sample `{key}.{ext}` (the image bytes) and `{key}.cls`
+    shard-000000.idx   DALI's `wds2idx` index (v1.2), so `fn.readers.webdataset` reads it too
+    shard-000000.json  written last: samples, labels, bytes, sha256; marks the shard complete
+    plan.json          what will be packed where; a rerun checks it and finishes the job
+    manifest.json      written last of all: classes, counts per shard, checksums
+
+Samples are packed in a seeded random order, so every shard mixes the classes. Bad files follow
+the same policy as the loader; files DALI would misread are packed as their converted PNG copy.
+A shard is written under a temporary name and renamed only when whole, so an interrupted pack
+never leaves a half-written shard that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .check import DEFAULT_MAX_PIXELS, _cache_dir, _stamp, apply_policy, check_dataset
+from .errors import DatasetError
+from .index import SampleIndex, build_index
+from .storage import ShardLocations
+
+FORMAT = "dali-loader/webdataset"
+VERSION = 1
+MANIFEST = "manifest.json"
+PLAN = "plan.json"
+
+
+def pack(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    shard_size: int = 1 << 30,
+    seed: int = 0,
+    on_bad_file: str = "raise",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Pack the image folder `source` into shards under `out`; rerun to finish an interrupted
+    pack. Returns the manifest's path."""
+    out = Path(out)
+    index = build_index(source)
+    report = check_dataset(index, max_pixels=max_pixels, progress=progress)
+    index = apply_policy(index, report, on_bad_file)
+    plan = _plan(index, report.copies, shard_size, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / PLAN
+    if plan_file.exists():
+        if json.loads(plan_file.read_text()) != plan:
+            raise DatasetError(
+                f"{out} holds a pack of another source or settings; remove it or pack into "
+                "another folder"
+            )
+    else:
+        _write_atomic(plan_file, json.dumps(plan))
+    todo = [k for k, shard in enumerate(plan["shards"]) if not _complete(out, shard)]
+    total = sum(len(plan["shards"][k]["samples"]) for k in todo)
+    with (
+        ProcessPoolExecutor(workers or max(1, len(os.sched_getaffinity(0)))) as pool,
+        tqdm(total=total, desc=f"packing {out}", unit="img", disable=not progress) as bar,
+    ):
+        jobs = [pool.submit(_write_shard, out, plan["shards"][k]) for k in todo]
+        for job in jobs:
+            bar.update(job.result())
+    shards = [json.loads((out / f"{s['name']}.json").read_text()) for s in plan["shards"]]
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "source": str(source),
+        "seed": seed,
+        "classes": list(index.classes),
+        "num_samples": len(index),
+        "skipped_bad_files": report.bad,
+        "shards": [{k: v for k, v in s.items() if k != "labels"} for s in shards],
+    }
+    _write_atomic(out / MANIFEST, json.dumps(manifest, indent=1))
+    return out / MANIFEST
+
+
+def is_packed(path: str | os.PathLike[str]) -> bool:
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        return bool(json.loads(manifest.read_text()).get("format") == FORMAT)
+    except ValueError:
+        return False
+
+
+def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
+    """The samples of a packed data set, with every shard checked against its checksum."""
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST).read_text())
+    if manifest.get("version") != VERSION:
+        raise DatasetError(f"{root} was packed by another dali-loader version; pack it again")
+    shards, shard_ids, offsets, sizes, labels, names = [], [], [], [], [], []
+    for number, shard in enumerate(manifest["shards"]):
+        tar = root / f"{shard['name']}.tar"
+        _verify(tar, shard)
+        meta = json.loads((root / f"{shard['name']}.json").read_text())
+        entries = _read_idx(root / f"{shard['name']}.idx", tar)
+        if len(entries) != shard["samples"] or len(meta["labels"]) != shard["samples"]:
+            raise DatasetError(f"{tar}: index and manifest disagree; pack the data set again")
+        shards.append(str(tar))
+        for (name, offset, size), label in zip(entries, meta["labels"], strict=True):
+            shard_ids.append(number)
+            offsets.append(offset)
+            sizes.append(size)
+            labels.append(label)
+            names.append(f"{tar}:{name}")
+    classes = tuple(manifest["classes"])
+    return SampleIndex(
+        paths=tuple(names),
+        labels=tuple(labels),
+        classes=classes,
+        class_to_idx={name: i for i, name in enumerate(classes)},
+        root=str(root),
+        locations=ShardLocations(
+            shards=tuple(shards),
+            shard_ids=np.asarray(shard_ids, dtype=np.int32),
+            offsets=np.asarray(offsets, dtype=np.int64),
+            sizes=np.asarray(sizes, dtype=np.int64),
+        ),
+    )
+
+
+def _plan(index: SampleIndex, copies: dict[str, str], shard_size: int, seed: int) -> dict[str, Any]:
+    """Which sample goes to which shard, in a seeded random order; fully determined by the
+    source's files (path, size, mtime), so a rerun can tell whether it is the same job."""
+    order = np.random.default_rng(seed).permutation(len(index))
+    shards: list[dict[str, Any]] = []
+    filled = shard_size
+    for number, i in enumerate(order.tolist()):
+        path = copies.get(index.paths[i], index.paths[i])
+        stamp = _stamp(path)
+        if stamp is None:
+            raise DatasetError(f"{path} disappeared while packing")
+        if filled + stamp[0] > shard_size and (not shards or shards[-1]["samples"]):
+            shards.append({"name": f"shard-{len(shards):06d}", "samples": []})
+            filled = 0
+        ext = Path(path).suffix.lower().lstrip(".") or "img"
+        shards[-1]["samples"].append(
+            {
+                "key": f"{number:09d}",
+                "path": path,
+                "ext": ext,
+                "label": index.labels[i],
+                "stamp": stamp,
+            }
+        )
+        filled += stamp[0] + 1024  # a tar header and padding per member, roughly
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "shard_size": shard_size,
+        "seed": seed,
+        "shards": shards,
+    }
+
+
+def _complete(out: Path, shard: dict[str, Any]) -> bool:
+    meta, tar = out / f"{shard['name']}.json", out / f"{shard['name']}.tar"
+    if not meta.exists() or not tar.exists():
+        return False
+    return bool(json.loads(meta.read_text())["bytes"] == tar.stat().st_size)
+
+
+def _write_shard(out: Path, shard: dict[str, Any]) -> int:
+    """Write one shard (tar, then its index, then its json, each renamed when whole)."""
+    name = shard["name"]
+    partial = out / f"{name}.tar.partial"
+    with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in shard["samples"]:
+            with open(sample["path"], "rb") as f:
+                _add(tar, f"{sample['key']}.{sample['ext']}", f.read())
+            _add(tar, f"{sample['key']}.cls", str(sample["label"]).encode())
+    entries = []
+    with tarfile.open(partial) as tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+    for image, label in zip(members[::2], members[1::2], strict=True):
+        entries.append((image, label))
+    index_lines = [f"v1.2 {len(entries)}"]
+    for image, label in entries:
+        ext = image.name.split(".", 1)[1]
+        index_lines.append(
+            f"{ext} {image.offset_data} {image.size} {image.name} "
+            f"cls {label.offset_data} {label.size} {label.name}"
+        )
+    _write_atomic(out / f"{name}.idx", "\n".join(index_lines) + "\n")
+    os.replace(partial, out / f"{name}.tar")
+    tar_path = out / f"{name}.tar"
+    meta = {
+        "name": name,
+        "samples": len(entries),
+        "bytes": tar_path.stat().st_size,
+        "sha256": _sha256(tar_path),
+        "labels": [s["label"] for s in shard["samples"]],
+    }
+    _write_atomic(out / f"{name}.json", json.dumps(meta))
+    return len(entries)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o444
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _read_idx(idx: Path, tar: Path) -> list[tuple[str, int, int]]:
+    """(image member name, data offset, size) per sample, from a `wds2idx` v1.2 index."""
+    try:
+        lines = idx.read_text().splitlines()
+        version, count = lines[0].split()
+        entries = []
+        for line in lines[1 : 1 + int(count)]:
+            fields = line.split()
+            components = [fields[k : k + 4] for k in range(0, len(fields), 4)]
+            _, offset, size, name = next(c for c in components if c[0] != "cls")
+            entries.append((name, int(offset), int(size)))
+    except (OSError, ValueError, StopIteration) as error:
+        raise DatasetError(f"{idx} is unreadable ({error}); pack the data set again") from None
+    if version != "v1.2":
+        raise DatasetError(f"{idx} is index format {version}, not v1.2; pack the data set again")
+    return entries
+
+
+def _verify(tar: Path, shard: dict[str, Any]) -> None:
+    """Size always; sha256 once per (size, mtime), cached like the dataset check."""
+    stamp = _stamp(str(tar))
+    if stamp is None:
+        raise DatasetError(f"shard {tar} is missing; pack the data set again")
+    if stamp[0] != shard["bytes"]:
+        raise DatasetError(
+            f"shard {tar} is {stamp[0]:,} bytes, the manifest says {shard['bytes']:,}: it is "
+            "truncated or was modified; pack the data set again"
+        )
+    key = hashlib.sha1(f"{tar.resolve()}|{stamp}|{shard['sha256']}".encode()).hexdigest()
+    marker = _cache_dir() / "verified" / key
+    if marker.exists():
+        return
+    if _sha256(tar) != shard["sha256"]:
+        raise DatasetError(
+            f"shard {tar} does not match its checksum in the manifest: it was modified or "
+            "corrupted; pack the data set again"
+        )
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
