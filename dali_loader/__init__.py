@@ -3,8 +3,6 @@
 Importing this package never imports DALI; the DALI backends import it when they are built.
 """
 
-from fallback import TorchvisionLoader
-
 from .base import BaseLoader
 from .check import CheckReport, check_dataset
 from .errors import BackendUnavailableError, ConfigError, DaliLoaderError, DatasetError
@@ -28,3 +26,12 @@ __all__ = [
     "check_dataset",
     "create_loader",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The fallback package builds on this one, so it is imported on first use, not here.
+    if name == "TorchvisionLoader":
+        from fallback import TorchvisionLoader
+
+        return TorchvisionLoader
+    raise AttributeError(f"module 'dali_loader' has no attribute {name!r}")

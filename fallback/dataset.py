@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, get_worker_info
 from dali_loader.spec import LoaderSpec
 from dali_loader.storage import SampleReader
 
-from .augment import load_sample
+from .augment import load_sample, rotate
 
 BatchRequest = tuple[int, np.ndarray]  # (epoch, sample indices)
 
@@ -33,6 +33,8 @@ class BatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.table = np.stack(
             [(levels - m) / s for m, s in zip(spec.mean_255, spec.std_255, strict=True)]
         ).astype(np.float32)
+        self.mean = torch.tensor(spec.mean_255).view(3, 1, 1)
+        self.inv_std = 1 / torch.tensor(spec.std_255).view(3, 1, 1)
 
     def __getitem__(self, request: BatchRequest) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         epoch, indices = request
@@ -41,12 +43,19 @@ class BatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         out = images.numpy()
         for slot, index in enumerate(indices):
             rng = np.random.default_rng((self.spec.seed, epoch, int(index)))
-            sample = load_sample(self.reader.read(int(index)), self.spec, rng).numpy()
-            if self.normalize:
+            sample, angle = load_sample(self.reader.read(int(index)), self.spec, rng)
+            if angle:
+                turned = rotate(sample.float(), angle)
+                if self.normalize:
+                    torch.sub(turned, self.mean, out=images[slot]).mul_(self.inv_std)
+                else:
+                    images[slot] = turned.round_().clamp_(0, 255)
+            elif self.normalize:
+                pixels = sample.numpy()
                 for channel in range(3):
-                    np.take(self.table[channel], sample[channel], out=out[slot, channel])
+                    np.take(self.table[channel], pixels[channel], out=out[slot, channel])
             else:
-                out[slot] = sample
+                images[slot] = sample
         labels = self.labels[indices].astype(np.int64)
         return images, torch.from_numpy(labels)
 
