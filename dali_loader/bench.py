@@ -228,6 +228,8 @@ def _cpu_model() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """The parent side: every case in turn, then the table, the JSON and the chart."""
+    if args.memory_scaling:
+        return run_memory_scaling(args)
     from tqdm import tqdm
 
     from .synthetic import make_image_folder
@@ -237,6 +239,9 @@ def run(args: argparse.Namespace) -> int:
         make_image_folder(root, args.images)
     loaders = args.loaders or available_loaders()
     workers = args.workers or len(os.sched_getaffinity(0))
+    # The dataset check runs once per data set and is cached: pay it here, report it apart, so
+    # the first-batch times compare loaders, not a one-time scan.
+    check_seconds = _timed_check(root, probe_dali=any(x.startswith("dali") for x in loaders))
     cases = [
         Case(loader, str(root), rotate, args.batch_size, args.epochs, workers)
         for rotate in args.rotate
@@ -264,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "machine": machine(),
         "command": " ".join(["dali-loader", "bench", *sys.argv[2:]]),
+        "check_seconds": check_seconds,
         "results": [asdict(r) for r in results],
     }
     (out / "bench.json").write_text(json.dumps(report, indent=2))
@@ -271,6 +277,74 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'bench.json'}")
     _chart(results, report["machine"], out / "bench.png")
     return 1 if any(r.error for r in results) else 0
+
+
+def run_memory_scaling(args: argparse.Namespace) -> int:
+    """Peak RSS reading a packed data set and the same set 10 times over: it should stay flat."""
+    from tqdm import tqdm
+
+    from .index import build_index
+    from .pack import pack
+    from .synthetic import make_image_folder
+
+    folder = make_image_folder(Path(args.data_dir) / f"bench-{args.images}", args.images)
+    index = build_index(folder)
+    loaders = [x for x in (args.loaders or available_loaders()) if x != BASELINE]
+    workers = args.workers or len(os.sched_getaffinity(0))
+    rows: list[dict[str, Any]] = []
+    for scale in (1, 10):
+        out = Path(args.data_dir) / f"packed-{args.images}x{scale}"
+        # Each copy is a distinct sample with its own bytes in the shards: 10x the data.
+        pack((index.paths * scale, index.labels * scale), out, shard_size=256 << 20)
+        size = sum(f.stat().st_size for f in out.glob("*.tar"))
+        for loader in tqdm(loaders, desc=f"memory x{scale}", unit="case"):
+            # Both sizes deliver the same number of batches (20 passes over 1x, 2 over 10x), so
+            # allocator warm-up cannot pass for growth with the data.
+            case = Case(loader, str(out), 0.0, args.batch_size, 20 // scale - 1, workers)
+            result = measure(case)
+            rows.append(
+                {
+                    "loader": loader,
+                    "scale": scale,
+                    "samples": len(index) * scale,
+                    "data_mb": size / 2**20,
+                    "peak_rss_mb": result.peak_rss_mb,
+                    "images_per_second": result.images_per_second,
+                    "error": result.error,
+                }
+            )
+    for row in rows:
+        base = next(r for r in rows if r["loader"] == row["loader"] and r["scale"] == 1)
+        row["rss_vs_1x"] = row["peak_rss_mb"] / base["peak_rss_mb"] if base["peak_rss_mb"] else None
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": machine(),
+        "command": " ".join(["dali-loader", "bench", *sys.argv[2:]]),
+        "memory_scaling": rows,
+    }
+    (out_dir / "memory.json").write_text(json.dumps(report, indent=2))
+    print("| loader | data | samples | peak RSS MB | vs 1x |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['loader']} | {r['data_mb']:.0f} MB | {r['samples']} | {r['peak_rss_mb']:.0f} "
+            f"| {r['rss_vs_1x']:.2f}x |"
+        )
+    print(f"wrote {out_dir / 'memory.json'}")
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+def _timed_check(root: Path, *, probe_dali: bool) -> float | None:
+    from .check import check_dataset
+    from .errors import DaliLoaderError
+
+    start = time.perf_counter()
+    try:
+        check_dataset(root, probe_dali=probe_dali)
+    except DaliLoaderError:
+        return None  # every case will fail and say why
+    return time.perf_counter() - start
 
 
 def _line(result: Result) -> str:
@@ -355,6 +429,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, help="workers/threads for every loader (cores)")
     parser.add_argument("--out", default="bench-out", help="folder for bench.json and bench.png")
+    parser.add_argument(
+        "--memory-scaling",
+        action="store_true",
+        help="instead: peak RSS over a packed data set at 1x and 10x the size",
+    )
 
 
 if __name__ == "__main__":

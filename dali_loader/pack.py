@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .check import DEFAULT_MAX_PIXELS, _cache_dir, _stamp, apply_policy, check_dataset
 from .errors import DatasetError
-from .index import SampleIndex, build_index
+from .index import SampleIndex, Source, build_index
 from .storage import ShardLocations
 
 FORMAT = "dali-loader/webdataset"
@@ -39,7 +39,7 @@ PLAN = "plan.json"
 
 
 def pack(
-    source: str | os.PathLike[str],
+    source: Source,
     out: str | os.PathLike[str],
     *,
     shard_size: int = 1 << 30,

@@ -117,3 +117,36 @@ def test_preview_draws_one_row_per_backend_plus_eval(small_folder: Path, tmp_pat
     eval_row, torchvision_row, dali_row = (grid[40 * r + 4 : 40 * r + 36, 150:] for r in range(3))
     assert np.abs(torchvision_row - eval_row).mean() > 1  # train rows are augmented
     assert np.abs(dali_row - eval_row).mean() > 1
+
+
+def test_memory_scaling_smoke_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = main(
+        [
+            "bench",
+            "--memory-scaling",
+            "--images",
+            "6",
+            "--data-dir",
+            str(tmp_path),
+            "--batch-size",
+            "4",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+            "--loaders",
+            "torchvision",
+            "dali-cpu",
+        ]
+    )
+    assert code == 0
+    rows = json.loads((out / "memory.json").read_text())["memory_scaling"]
+    assert [(r["loader"], r["scale"], r["samples"]) for r in rows] == [
+        ("torchvision", 1, 6),
+        ("dali-cpu", 1, 6),
+        ("torchvision", 10, 60),
+        ("dali-cpu", 10, 60),
+    ]
+    assert all(r["error"] is None and r["peak_rss_mb"] > 50 for r in rows)
+    assert rows[2]["data_mb"] > 9 * rows[0]["data_mb"]
