@@ -74,3 +74,19 @@ def default_cuda_device() -> torch.device:
     if local_rank is not None and int(local_rank) < torch.cuda.device_count():
         return torch.device("cuda", int(local_rank))
     return torch.device("cuda", torch.cuda.current_device())
+
+
+def runnable_backends() -> list[str]:
+    """Every backend that can run on this machine, fastest last."""
+    runnable = ["torchvision"]
+    if dali_installed():
+        runnable.append("dali-cpu")
+        if cuda_available():
+            runnable.append("dali")
+    return runnable
+
+
+def synchronize(device: torch.device) -> None:
+    """GPU work is asynchronous: wait for it before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

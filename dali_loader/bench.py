@@ -53,6 +53,8 @@ def run_case(case: Case) -> Result:
     """Time one case in this process (the subprocess side)."""
     import torch
 
+    from .backends import synchronize
+
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     start = time.perf_counter()
     loader = _build(case, device)
@@ -67,13 +69,13 @@ def run_case(case: Case) -> Result:
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
             if seen == 0 and epoch == 0:
-                _synchronize(device)
+                synchronize(device)
                 result.first_batch_seconds = time.perf_counter() - start
             seen += len(labels)
             if device.type == "cuda":
                 free, total = torch.cuda.mem_get_info(device)
                 gpu_peak = max(gpu_peak, (total - free) / 2**20)
-        _synchronize(device)
+        synchronize(device)
         if epoch > 0:  # epoch 0 warms up: workers, caches, nvJPEG allocations
             result.epoch_seconds.append(time.perf_counter() - epoch_start)
         result.images_per_epoch = seen
@@ -116,13 +118,6 @@ def _build(case: Case, device: Any) -> Any:
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(0),
     )
-
-
-def _synchronize(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(case: Case, timeout: float = 1800) -> Result:
@@ -177,20 +172,6 @@ def _tree_rss_bytes(root_pid: int) -> int:
     return total
 
 
-def available_loaders() -> list[str]:
-    """The baseline and every backend that can run here."""
-    import torch
-
-    from .backends import dali_installed
-
-    loaders = [BASELINE, "torchvision"]
-    if dali_installed():
-        loaders.append("dali-cpu")
-        if torch.cuda.is_available():
-            loaders.append("dali")
-    return loaders
-
-
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import PIL
@@ -232,12 +213,13 @@ def run(args: argparse.Namespace) -> int:
         return run_memory_scaling(args)
     from tqdm import tqdm
 
+    from .backends import runnable_backends
     from .synthetic import make_image_folder
 
     root = Path(args.root) if args.root else Path(args.data_dir) / f"bench-{args.images}"
     if not args.root:
         make_image_folder(root, args.images)
-    loaders = args.loaders or available_loaders()
+    loaders = args.loaders or [BASELINE, *runnable_backends()]
     workers = args.workers or len(os.sched_getaffinity(0))
     # The dataset check runs once per data set and is cached: pay it here, report it apart, so
     # the first-batch times compare loaders, not a one-time scan.
@@ -283,13 +265,14 @@ def run_memory_scaling(args: argparse.Namespace) -> int:
     """Peak RSS reading a packed data set and the same set 10 times over: it should stay flat."""
     from tqdm import tqdm
 
+    from .backends import runnable_backends
     from .index import build_index
     from .pack import pack
     from .synthetic import make_image_folder
 
     folder = make_image_folder(Path(args.data_dir) / f"bench-{args.images}", args.images)
     index = build_index(folder)
-    loaders = [x for x in (args.loaders or available_loaders()) if x != BASELINE]
+    loaders = [x for x in (args.loaders or runnable_backends()) if x != BASELINE]
     workers = args.workers or len(os.sched_getaffinity(0))
     rows: list[dict[str, Any]] = []
     for scale in (1, 10):

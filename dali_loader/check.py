@@ -27,7 +27,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from .errors import DatasetError
+from .cache import cache_dir, file_stamp, write_atomic
+from .errors import ConfigError, DatasetError
 from .index import SampleIndex, Source, build_index
 
 logger = logging.getLogger("dali_loader")
@@ -100,12 +101,12 @@ def check_dataset(
         from .backends import dali_installed
 
         probe_dali = dali_installed()
-    cache_file = _cache_dir() / f"check-{_dataset_key(index, max_pixels)}.json"
+    cache_file = cache_dir() / f"check-{_dataset_key(index, max_pixels)}.json"
     cached = _load_cache(cache_file) if use_cache else {}
     verdicts: dict[str, dict[str, Any]] = {}
     todo = []
     for path in dict.fromkeys(index.paths):
-        stamp = _stamp(path)
+        stamp = file_stamp(path)
         entry = cached.get(path)
         if entry is not None and entry["stamp"] == stamp:
             verdicts[path] = entry
@@ -139,10 +140,15 @@ def check_dataset(
     return report
 
 
+def check_policy(on_bad_file: str) -> None:
+    """Refuse an unknown policy before any expensive work."""
+    if on_bad_file not in ("raise", "skip"):
+        raise ConfigError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
+
+
 def apply_policy(index: SampleIndex, report: CheckReport, on_bad_file: str) -> SampleIndex:
     """The index the loader reads under `on_bad_file`: "raise" on any bad file, or "skip" them."""
-    if on_bad_file not in ("raise", "skip"):
-        raise DatasetError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
+    check_policy(on_bad_file)
     if not report.bad:
         return index
     listed = "\n".join(f"  {path}: {reason}" for path, reason in list(report.bad.items())[:5])
@@ -287,7 +293,7 @@ def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> d
 def _converted_copy(path: str, stamp: list[int]) -> str:
     """A lossless PNG of PIL's RGB decode (EXIF orientation applied), made once."""
     key = hashlib.sha1(f"{os.path.abspath(path)}|{stamp}".encode()).hexdigest()
-    copy = _cache_dir() / "converted" / f"{key}.png"
+    copy = cache_dir() / "converted" / f"{key}.png"
     if not copy.exists():
         copy.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as image:
@@ -296,19 +302,6 @@ def _converted_copy(path: str, stamp: list[int]) -> str:
             rgb.save(tmp, "PNG", compress_level=1)
         os.replace(tmp.name, copy)
     return str(copy)
-
-
-def _stamp(path: str) -> list[int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def _cache_dir() -> Path:
-    """$DALI_LOADER_CACHE, else ~/.cache/dali-loader: never inside the (maybe read-only) data."""
-    return Path(os.environ.get("DALI_LOADER_CACHE", Path.home() / ".cache" / "dali-loader"))
 
 
 def _dataset_key(index: SampleIndex, max_pixels: int) -> str:
@@ -330,8 +323,4 @@ def _load_cache(cache_file: Path) -> dict[str, dict[str, Any]]:
 
 
 def _save_cache(cache_file: Path, verdicts: dict[str, dict[str, Any]]) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    payload = json.dumps({"version": _CACHE_VERSION, "files": verdicts})
-    with tempfile.NamedTemporaryFile("w", dir=cache_file.parent, delete=False) as tmp:
-        tmp.write(payload)
-    os.replace(tmp.name, cache_file)
+    write_atomic(cache_file, json.dumps({"version": _CACHE_VERSION, "files": verdicts}))

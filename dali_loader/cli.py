@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
+from .backends import synchronize
 from .bench import add_arguments as add_bench_arguments
 from .bench import run as run_bench
 from .check import DEFAULT_MAX_PIXELS, check_dataset
@@ -101,7 +101,7 @@ def _demo(args: argparse.Namespace) -> int:
             for images, labels in tqdm(loader, desc=f"epoch {epoch}", unit="batch"):
                 seen += len(labels)
                 last = images
-            _synchronize(loader.device)
+            synchronize(loader.device)
             elapsed = time.perf_counter() - start
             print(
                 f"epoch {epoch}: {seen} images in {elapsed:.2f} s = {seen / elapsed:,.0f} img/s"
@@ -140,12 +140,6 @@ def parse_size(text: str) -> int:
     if not match or float(match[1]) <= 0:
         raise ConfigError(f"--shard-size {text!r} is not a size; write e.g. 1GB or 256MB")
     return int(float(match[1]) * 1024 ** " KMGT".index(match[2] or " "))
-
-
-def _synchronize(device: torch.device) -> None:
-    """GPU work is asynchronous: wait for it before reading the clock."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import torch
 
 from .backends import default_cuda_device, default_num_threads, resolve_backend
 from .base import TORCH_DTYPES, BaseLoader
-from .check import DEFAULT_MAX_PIXELS, CheckReport, apply_policy, check_dataset
+from .check import DEFAULT_MAX_PIXELS, CheckReport, apply_policy, check_dataset, check_policy
 from .errors import ConfigError
 from .index import Source, build_index
 from .pack import index_packed, is_packed
@@ -70,8 +70,7 @@ def create_loader(
             first batch, naming them, or "skip" them (logged; listed in `loader.bad_files`).
         max_pixels: larger images count as bad files (decompression bombs).
     """
-    if on_bad_file not in ("raise", "skip"):
-        raise ConfigError(f"on_bad_file must be 'raise' or 'skip', got {on_bad_file!r}")
+    check_policy(on_bad_file)
     chosen = resolve_backend(backend)
     shard_id, num_shards = _resolve_shard(shard_id, num_shards)
     spec = LoaderSpec(

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .check import DEFAULT_MAX_PIXELS, _cache_dir, _stamp, apply_policy, check_dataset
+from .cache import cache_dir, file_stamp, write_atomic
+from .check import DEFAULT_MAX_PIXELS, apply_policy, check_dataset, check_policy
 from .errors import DatasetError
 from .index import SampleIndex, Source, build_index
 from .storage import ShardLocations
@@ -52,6 +53,7 @@ def pack(
     """Pack the image folder `source` into shards under `out`; rerun to finish an interrupted
     pack. Returns the manifest's path."""
     out = Path(out)
+    check_policy(on_bad_file)
     index = build_index(source)
     report = check_dataset(index, max_pixels=max_pixels, progress=progress)
     index = apply_policy(index, report, on_bad_file)
@@ -65,7 +67,7 @@ def pack(
                 "another folder"
             )
     else:
-        _write_atomic(plan_file, json.dumps(plan))
+        write_atomic(plan_file, json.dumps(plan))
     todo = [k for k, shard in enumerate(plan["shards"]) if not _complete(out, shard)]
     total = sum(len(plan["shards"][k]["samples"]) for k in todo)
     with (
@@ -86,7 +88,7 @@ def pack(
         "skipped_bad_files": report.bad,
         "shards": [{k: v for k, v in s.items() if k != "labels"} for s in shards],
     }
-    _write_atomic(out / MANIFEST, json.dumps(manifest, indent=1))
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=1))
     return out / MANIFEST
 
 
@@ -145,7 +147,7 @@ def _plan(index: SampleIndex, copies: dict[str, str], shard_size: int, seed: int
     filled = shard_size
     for number, i in enumerate(order.tolist()):
         path = copies.get(index.paths[i], index.paths[i])
-        stamp = _stamp(path)
+        stamp = file_stamp(path)
         if stamp is None:
             raise DatasetError(f"{path} disappeared while packing")
         if filled + stamp[0] > shard_size and (not shards or shards[-1]["samples"]):
@@ -199,7 +201,7 @@ def _write_shard(out: Path, shard: dict[str, Any]) -> int:
             f"{ext} {image.offset_data} {image.size} {image.name} "
             f"cls {label.offset_data} {label.size} {label.name}"
         )
-    _write_atomic(out / f"{name}.idx", "\n".join(index_lines) + "\n")
+    write_atomic(out / f"{name}.idx", "\n".join(index_lines) + "\n")
     os.replace(partial, out / f"{name}.tar")
     tar_path = out / f"{name}.tar"
     meta = {
@@ -209,7 +211,7 @@ def _write_shard(out: Path, shard: dict[str, Any]) -> int:
         "sha256": _sha256(tar_path),
         "labels": [s["label"] for s in shard["samples"]],
     }
-    _write_atomic(out / f"{name}.json", json.dumps(meta))
+    write_atomic(out / f"{name}.json", json.dumps(meta))
     return len(entries)
 
 
@@ -240,7 +242,7 @@ def _read_idx(idx: Path, tar: Path) -> list[tuple[str, int, int]]:
 
 def _verify(tar: Path, shard: dict[str, Any]) -> None:
     """Size always; sha256 once per (size, mtime), cached like the dataset check."""
-    stamp = _stamp(str(tar))
+    stamp = file_stamp(str(tar))
     if stamp is None:
         raise DatasetError(f"shard {tar} is missing; pack the data set again")
     if stamp[0] != shard["bytes"]:
@@ -249,7 +251,7 @@ def _verify(tar: Path, shard: dict[str, Any]) -> None:
             "truncated or was modified; pack the data set again"
         )
     key = hashlib.sha1(f"{tar.resolve()}|{stamp}|{shard['sha256']}".encode()).hexdigest()
-    marker = _cache_dir() / "verified" / key
+    marker = cache_dir() / "verified" / key
     if marker.exists():
         return
     if _sha256(tar) != shard["sha256"]:
@@ -267,9 +269,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-from .backends import BACKENDS, cuda_available, dali_installed
+from .backends import BACKENDS, runnable_backends
 from .factory import create_loader
 from .spec import LoaderSpec
 
@@ -90,16 +90,6 @@ def _save(rows: list[tuple[str, torch.Tensor]], output: Path, size: int) -> Path
     return output
 
 
-def default_backends() -> list[str]:
-    """Every backend that can run here."""
-    runnable = ["torchvision"]
-    if dali_installed():
-        runnable.append("dali-cpu")
-        if cuda_available():
-            runnable.append("dali")
-    return runnable
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="an image folder (root/<class>/<image>)")
     parser.add_argument("-o", "--output", default="preview.png", help="the PNG to write")
@@ -114,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     path = preview(
         args.source,
         args.output,
-        backends=args.backends or default_backends(),
+        backends=args.backends or runnable_backends(),
         samples=args.samples,
         image_size=args.image_size,
         rotate_degrees=args.rotate,
