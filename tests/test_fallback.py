@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -44,3 +46,25 @@ def test_fallback_imports_on_its_own() -> None:
         "assert dali_loader.TorchvisionLoader is fallback.TorchvisionLoader"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("rotate_degrees", [0.0, 20.0])
+def test_uint8_batches_for_the_gpu_equal_the_normalized_ones(
+    small_folder: Path, rotate_degrees: float
+) -> None:
+    # On a CUDA device the workers hand over uint8 and the GPU normalizes; the pixels must be
+    # the ones the CPU path normalizes in the workers.
+    from dali_loader.index import build_index
+    from dali_loader.storage import reader_for
+    from fallback.dataset import BatchDataset
+
+    index = build_index(small_folder)
+    spec = LoaderSpec(image_size=(32, 32), rotate_degrees=rotate_degrees)
+    labels = np.asarray(index.labels, dtype=np.int32)
+    request = (0, np.arange(8))
+    normalized, _ = BatchDataset(reader_for(index), labels, spec, normalize=True)[request]
+    raw, _ = BatchDataset(reader_for(index), labels, spec, normalize=False)[request]
+    assert raw.dtype == torch.uint8
+    mean = torch.tensor(spec.mean_255).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std_255).view(1, 3, 1, 1)
+    assert torch.allclose((raw.float() - mean) / std, normalized, atol=0.6 / 255 / 0.224)
