@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -102,13 +103,14 @@ def create_loader(
         report = CheckReport(source=str(source), num_files=len(index))
     else:
         index = build_index(source)
-        report = check_dataset(
-            index,
-            max_pixels=max_pixels,
-            probe_dali=chosen != "torchvision",
-            device_id=target.index if chosen == "dali" else None,
-            progress=shard_id == 0,
-        )
+        with _rank_zero_first():
+            report = check_dataset(
+                index,
+                max_pixels=max_pixels,
+                probe_dali=chosen != "torchvision",
+                device_id=target.index if chosen == "dali" else None,
+                progress=shard_id == 0,
+            )
         index = apply_policy(index, report, on_bad_file)
     logger.info(
         "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
@@ -131,6 +133,24 @@ def create_loader(
         loader = DaliLoader(index, spec, target, num_threads=threads, read_paths=read_paths)
     loader.bad_files = dict(report.bad)
     return loader
+
+
+@contextlib.contextmanager
+def _rank_zero_first() -> Iterator[None]:
+    """Under torch.distributed, rank 0 checks the data set and the other ranks then read its
+    cached verdicts, instead of every rank decoding every file."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        yield
+        return
+    if dist.get_rank() != 0:
+        dist.barrier()
+        yield
+        return
+    try:
+        yield
+    finally:  # release the others even when the check failed: they will say why too
+        dist.barrier()
 
 
 def _resolve_shard(shard_id: int | None, num_shards: int | None) -> tuple[int, int]:
