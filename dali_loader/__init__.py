@@ -9,6 +9,7 @@ from .errors import BackendUnavailableError, ConfigError, DaliLoaderError, Datas
 from .factory import create_loader
 from .index import SampleIndex, build_index
 from .iterator import DaliLoader
+from .pack import pack
 from .spec import LoaderSpec
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "build_index",
     "check_dataset",
     "create_loader",
+    "pack",
 ]
 
 

@@ -19,7 +19,7 @@ from .bench import add_arguments as add_bench_arguments
 from .bench import run as run_bench
 from .check import DEFAULT_MAX_PIXELS, check_dataset
 from .errors import ConfigError, DaliLoaderError
-from .pack import pack
+from .pack import index_packed, is_packed, pack
 from .preview import add_arguments as add_preview_arguments
 from .preview import run as run_preview
 
@@ -112,6 +112,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if is_packed(args.source):  # files were checked when packed: verify the shards instead
+        index = index_packed(args.source)
+        shards = len(index.locations.shards) if index.locations else 0
+        print(f"{args.source}: {len(index)} samples in {shards} shards, checksums verified")
+        return 0
     report = check_dataset(args.source, max_pixels=args.max_pixels, use_cache=not args.no_cache)
     print(report.summary())
     if args.json:

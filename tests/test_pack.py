@@ -32,6 +32,13 @@ def read_all(loader) -> tuple[list[int], list[int]]:  # type: ignore[no-untyped-
     return seen, labels
 
 
+def test_check_command_verifies_a_packed_set(
+    packed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", str(packed)]) == 0
+    assert "21 samples in" in capsys.readouterr().out
+
+
 def test_pack_layout_and_manifest(packed: Path, small_folder: Path) -> None:
     manifest = json.loads((packed / "manifest.json").read_text())
     assert manifest["format"] == "dali-loader/webdataset" and manifest["num_samples"] == 21
@@ -146,6 +153,7 @@ def test_damaged_shards_get_a_clear_error(tmp_path: Path, small_folder: Path) ->
     shard.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match=r"shard-000001\.tar does not match its checksum"):
         create_loader(out, backend="torchvision")
+    assert main(["check", str(out)]) == 2  # the command says so too, as an error
     shard.write_bytes(bytes(data[:1000]))
     with pytest.raises(DatasetError, match=r"is 1,000 bytes, the manifest says .*truncated"):
         create_loader(out, backend="torchvision")
