@@ -2,9 +2,10 @@
 
 Each sample's random parameters come from its own generator seeded with (seed, epoch, index):
 the augmentation of a sample does not depend on which worker made it or how many there are.
-With `normalize`, workers write normalized float32 straight into shared memory (a 256-entry
-lookup table per channel: uint8 in, so normalizing is a table lookup); without it they hand over
-uint8, which crosses to the GPU 4x smaller and is normalized there.
+With `normalize`, workers write normalized float32 straight into shared memory, one sample at a
+time while it is in cache; without it they hand over uint8, which crosses to the GPU 4x smaller
+and is normalized there. Rotated samples are rounded to whole pixel values first, so both paths
+deliver the same pixels.
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ class BatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.labels = labels
         self.spec = spec
         self.normalize = normalize
-        levels = np.arange(256, dtype=np.float32)
-        self.table = np.stack(
-            [(levels - m) / s for m, s in zip(spec.mean_255, spec.std_255, strict=True)]
-        ).astype(np.float32)
         self.mean = torch.tensor(spec.mean_255).view(3, 1, 1)
         self.inv_std = 1 / torch.tensor(spec.std_255).view(3, 1, 1)
 
@@ -40,22 +37,14 @@ class BatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         epoch, indices = request
         shape = (len(indices), 3, *self.spec.image_size)
         images = _batch_tensor(shape, torch.float32 if self.normalize else torch.uint8)
-        out = images.numpy()
         for slot, index in enumerate(indices):
             rng = np.random.default_rng((self.spec.seed, epoch, int(index)))
             sample, angle = load_sample(self.reader.read(int(index)), self.spec, rng)
-            if angle:
-                turned = rotate(sample.float(), angle)
-                if self.normalize:
-                    torch.sub(turned, self.mean, out=images[slot]).mul_(self.inv_std)
-                else:
-                    images[slot] = turned.round_().clamp_(0, 255)
-            elif self.normalize:
-                pixels = sample.numpy()
-                for channel in range(3):
-                    np.take(self.table[channel], pixels[channel], out=out[slot, channel])
+            pixels = rotate(sample.float(), angle).round_().clamp_(0, 255) if angle else sample
+            if self.normalize:
+                torch.sub(pixels, self.mean, out=images[slot]).mul_(self.inv_std)
             else:
-                images[slot] = sample
+                images[slot] = pixels
         labels = self.labels[indices].astype(np.int64)
         return images, torch.from_numpy(labels)
 
