@@ -9,6 +9,7 @@ never at package import, so machines without DALI can still import dali_loader.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -21,28 +22,52 @@ from .storage import SampleReader, reader_for
 
 
 class EpochFeed:
-    """The pipeline's source: the encoded files and labels of one epoch's batches, in order."""
+    """The pipeline's source: the encoded files and labels of one epoch's batches, in order.
+
+    DALI calls it on the thread that runs the training loop, so the files of the next batch are
+    read ahead on a helper thread (file reads release the GIL) while DALI and the model work.
+    """
 
     def __init__(self, reader: SampleReader, labels: np.ndarray) -> None:
         self._reader = reader
         self._labels = labels
         self._batches: list[np.ndarray] = []
         self._next = 0
+        self._reads = ThreadPoolExecutor(1, thread_name_prefix="dali-loader-read")
+        self._ahead: tuple[int, Future[list[np.ndarray]]] | None = None
 
     def start(self, batches: list[np.ndarray]) -> None:
+        self._wait_ahead()
         self._batches, self._next = batches, 0
+        self._read_ahead()
 
     def stop(self) -> None:
         """End the epoch early: the pipeline gets StopIteration on its next request."""
+        self._wait_ahead()
         self._next = len(self._batches)
 
     def __call__(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if self._next >= len(self._batches):
             raise StopIteration
         batch = self._batches[self._next]
+        ahead, self._ahead = self._ahead, None
+        encoded = ahead[1].result() if ahead and ahead[0] == self._next else self._read(batch)
         self._next += 1
-        encoded = [np.frombuffer(self._reader.read(int(i)), dtype=np.uint8) for i in batch]
+        self._read_ahead()
         return encoded, list(self._labels[batch])
+
+    def _read(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [np.frombuffer(self._reader.read(int(i)), dtype=np.uint8) for i in batch]
+
+    def _read_ahead(self) -> None:
+        if self._next < len(self._batches):
+            batch = self._batches[self._next]
+            self._ahead = (self._next, self._reads.submit(self._read, batch))
+
+    def _wait_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].exception()  # a read of a batch no one will ask for: let it finish
+            self._ahead = None
 
 
 class DaliLoader(BaseLoader):
