@@ -305,8 +305,9 @@ def _converted_copy(path: str, stamp: list[int]) -> str:
 
 
 def _dataset_key(index: SampleIndex, max_pixels: int) -> str:
+    """One cache file per folder (so adding a file re-checks that file only), or per list."""
     digest = hashlib.sha1(f"v{_CACHE_VERSION}|{max_pixels}".encode())
-    for path in index.paths:
+    for path in [index.root] if index.root else index.paths:
         digest.update(os.path.abspath(path).encode("utf-8", "surrogateescape") + b"\0")
     return digest.hexdigest()[:16]
 

@@ -161,8 +161,9 @@ def test_check_is_cached_by_path_size_and_mtime(
     check_dataset(root, progress=False)
     assert inspected == []  # paid once
     (root / "c" / "1.jpg").write_bytes(b"")  # changed: size and mtime differ
+    index_image(3).save(root / "c" / "3.jpg")  # new
     report = check_dataset(root, progress=False)
-    assert inspected == [str(root / "c" / "1.jpg")]
+    assert sorted(inspected) == [str(root / "c" / "1.jpg"), str(root / "c" / "3.jpg")]
     assert list(report.bad) == [str(root / "c" / "1.jpg")]
 
 
