@@ -205,9 +205,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(image_size, int):
         return image_size, image_size
-    if len(image_size) != 2:
+    if (
+        not isinstance(image_size, Sequence)
+        or len(image_size) != 2
+        or not all(isinstance(side, int) for side in image_size)
+    ):
         raise ConfigError(f"image_size is an int or a (height, width) pair, got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
+    return image_size[0], image_size[1]
 
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:

@@ -47,7 +47,9 @@ class LoaderSpec:
 
     def __post_init__(self) -> None:
         _check(
-            isinstance(self.batch_size, int) and self.batch_size > 0,
+            isinstance(self.batch_size, int)
+            and not isinstance(self.batch_size, bool)
+            and self.batch_size > 0,
             f"batch_size must be a positive integer, got {self.batch_size!r}",
         )
         height, width = self.image_size

@@ -51,6 +51,8 @@ def test_class_folder_without_images(tmp_path: Path, small_folder: Path) -> None
         ({"mean": (0.5, 0.5)}, "mean needs one value per RGB channel"),
         ({"dtype": torch.int64}, "dtype must be torch.float32, torch.float16 or torch.bfloat16"),
         ({"image_size": 0}, "image_size must be positive"),
+        ({"image_size": 224.0}, r"image_size is an int or a \(height, width\) pair, got 224.0"),
+        ({"image_size": (224, 224, 3)}, "image_size is an int or a"),
         ({"shard_id": 1}, "pass shard_id and num_shards together"),
         ({"shard_id": 2, "num_shards": 2}, r"shard_id must be in \[0, num_shards\)"),
         ({"num_threads": -1}, "num_threads must be positive"),
