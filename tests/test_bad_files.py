@@ -233,6 +233,21 @@ def test_skip_policy_delivers_every_good_file_exactly_once(
         assert {i: encoded[i] for i in expected} == dict(expected)  # 0 twice: file and its link
 
 
+def test_train_mode_reads_every_odd_file(dirty: tuple[Path, dict[str, int]], backend: str) -> None:
+    root, good = dirty
+    loader = create_loader(
+        root,
+        backend=backend,
+        on_bad_file="skip",
+        batch_size=5,
+        image_size=48,
+        scale=(0.5, 1.0),  # crops under twice the output size: JPEGs are decoded at full size
+        num_threads=2,
+        rotate_degrees=10,
+    )
+    assert sum(len(labels) for _, labels in loader) == len(good)
+
+
 def test_backends_agree_on_odd_formats(dirty: tuple[Path, dict[str, int]]) -> None:
     root, _ = dirty
     batches = {}
