@@ -24,7 +24,7 @@ BAD = {
     "bomb.png": "above max_pixels",
     "dangling.jpg": "broken symlink",
 }
-CONVERTED = {"cmyk.jpg", "deep.png", "junk_marker.jpg", "rgba.png", "palette.png"}
+CONVERTED = {"cmyk.jpg", "deep.png", "junk_marker.jpg", "broken_app.jpg", "rgba.png", "palette.png"}
 
 
 def _jpeg(image: Image.Image, **kwargs) -> bytes:  # type: ignore[no-untyped-def]
@@ -57,6 +57,8 @@ def dirty(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int
     put(a, "png_named.jpg", png.getvalue(), 13)
     junk = _jpeg(index_image(14))
     put(a, "junk_marker.jpg", junk[:2] + b"\xff\x00\x00" + junk[2:], 14)  # PIL reads, DALI does not
+    app = _jpeg(index_image(26))  # an APP1 segment whose length field is 6 bytes short
+    put(a, "broken_app.jpg", app[:2] + b"\xff\xe1\x00\x08Exif\x00\x00ABCDEFGH" + app[2:], 26)
     turned = np.empty((32, 64, 3), dtype=np.uint8)
     turned[:, :32], turned[:, 32:] = _color(15), _color(0)
     exif = Image.Exif()
