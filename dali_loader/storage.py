@@ -8,6 +8,7 @@ page cache holds the bytes and the process's memory stays flat however large the
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,10 +27,17 @@ class ShardLocations:
 
 
 class SampleReader:
-    """The encoded bytes of sample i. Picklable: each DataLoader worker opens its own files."""
+    """The encoded bytes of sample i. Picklable: each DataLoader worker opens its own files.
 
-    def __init__(self, paths: tuple[str, ...], locations: ShardLocations | None = None) -> None:
-        self.paths = paths
+    Paths are kept as one numpy array of bytes, not a tuple of str: forked workers that touch
+    Python objects copy their memory pages (reference counts are writes), which at a million
+    paths costs each worker a private copy of every path.
+    """
+
+    def __init__(
+        self, paths: Sequence[str] | np.ndarray, locations: ShardLocations | None = None
+    ) -> None:
+        self.paths = paths if isinstance(paths, np.ndarray) else _as_bytes_array(paths)
         self.locations = locations
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
@@ -37,7 +45,7 @@ class SampleReader:
     def read(self, i: int) -> bytes:
         where = self.locations
         if where is None:
-            with open(self.paths[i], "rb") as f:
+            with open(bytes(self.paths[i]), "rb") as f:
                 return f.read()
         shard = int(where.shard_ids[i])
         size = int(where.sizes[i])
@@ -60,6 +68,10 @@ class SampleReader:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__(state["paths"], state["locations"])  # type: ignore[misc, arg-type]
+
+
+def _as_bytes_array(paths: Sequence[str]) -> np.ndarray:
+    return np.array([os.fsencode(path) for path in paths], dtype=np.bytes_)
 
 
 def reader_for(index: SampleIndex, read_paths: tuple[str, ...] | None = None) -> SampleReader:
