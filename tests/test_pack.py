@@ -169,3 +169,16 @@ def test_pack_follows_the_bad_file_policy(tmp_path: Path) -> None:
     )
     assert manifest["num_samples"] == 6
     assert list(manifest["skipped_bad_files"]) == [str(root / "class_00" / "empty.jpg")]
+
+
+def test_first_batch_of_a_packed_class_sorted_set_mixes_classes(
+    sorted_folder: Path, tmp_path: Path, backend: str
+) -> None:
+    # Packed sets are shuffled like folders (a uniform permutation of the whole set), not by
+    # shard order plus a buffer: the first batch spans every class.
+    out = tmp_path / "wds"
+    pack(sorted_folder, out, shard_size=64 << 10, progress=False)
+    loader = create_loader(out, backend=backend, batch_size=64, image_size=8, num_threads=2)
+    _, labels = next(iter(loader))
+    counts = Counter(labels.tolist())
+    assert len(counts) == 10 and max(counts.values()) <= 16
