@@ -129,7 +129,9 @@ def create_loader(
     else:
         from .iterator import DaliLoader
 
-        read_paths = tuple(report.copies.get(path, path) for path in index.paths)
+        read_paths = (
+            tuple(report.copies.get(path, path) for path in index.paths) if report.copies else None
+        )
         loader = DaliLoader(index, spec, target, num_threads=threads, read_paths=read_paths)
     loader.bad_files = dict(report.bad)
     return loader

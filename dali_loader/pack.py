@@ -113,7 +113,7 @@ def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
         tar = root / f"{shard['name']}.tar"
         _verify(tar, shard)
         meta = json.loads((root / f"{shard['name']}.json").read_text())
-        entries = _read_idx(root / f"{shard['name']}.idx", tar)
+        entries = _read_idx(root / f"{shard['name']}.idx")
         if len(entries) != shard["samples"] or len(meta["labels"]) != shard["samples"]:
             raise DatasetError(f"{tar}: index and manifest disagree; pack the data set again")
         shards.append(str(tar))
@@ -189,11 +189,9 @@ def _write_shard(out: Path, shard: dict[str, Any]) -> int:
             with open(sample["path"], "rb") as f:
                 _add(tar, f"{sample['key']}.{sample['ext']}", f.read())
             _add(tar, f"{sample['key']}.cls", str(sample["label"]).encode())
-    entries = []
-    with tarfile.open(partial) as tar:
+    with tarfile.open(partial) as tar:  # read back for the data offsets tarfile chose
         members = [m for m in tar.getmembers() if m.isfile()]
-    for image, label in zip(members[::2], members[1::2], strict=True):
-        entries.append((image, label))
+    entries = list(zip(members[::2], members[1::2], strict=True))
     index_lines = [f"v1.2 {len(entries)}"]
     for image, label in entries:
         ext = image.name.split(".", 1)[1]
@@ -222,7 +220,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _read_idx(idx: Path, tar: Path) -> list[tuple[str, int, int]]:
+def _read_idx(idx: Path) -> list[tuple[str, int, int]]:
     """(image member name, data offset, size) per sample, from a `wds2idx` v1.2 index."""
     try:
         lines = idx.read_text().splitlines()
