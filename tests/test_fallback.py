@@ -48,23 +48,41 @@ def test_fallback_imports_on_its_own() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("rotate_degrees", [0.0, 20.0])
-def test_uint8_batches_for_the_gpu_equal_the_normalized_ones(
-    small_folder: Path, rotate_degrees: float
+@pytest.mark.parametrize(
+    ("rotate_degrees", "dtype", "channels_last"),
+    [(0.0, torch.float32, False), (20.0, torch.float32, True), (0.0, torch.bfloat16, True)],
+)
+def test_batches_are_the_workers_uint8_normalized_once(
+    small_folder: Path, rotate_degrees: float, dtype: torch.dtype, channels_last: bool
 ) -> None:
-    # On a CUDA device the workers hand over uint8 and the GPU normalizes; the pixels must be
-    # the ones the CPU path normalizes in the workers.
+    # Workers hand over uint8; the loader normalizes the batch in one pass. The result must be
+    # (pixels - mean) / std of exactly those pixels, in the requested dtype and memory format.
+    from dali_loader import create_loader
     from dali_loader.index import build_index
     from dali_loader.storage import reader_for
     from fallback.dataset import BatchDataset
 
+    loader = create_loader(
+        small_folder,
+        batch_size=8,
+        backend="torchvision",
+        image_size=32,
+        shuffle=False,
+        num_threads=0,
+        rotate_degrees=rotate_degrees,
+        dtype=dtype,
+        channels_last=channels_last,
+    )
+    images, _ = next(iter(loader))
     index = build_index(small_folder)
-    spec = LoaderSpec(image_size=(32, 32), rotate_degrees=rotate_degrees)
+    spec = LoaderSpec(image_size=(32, 32), rotate_degrees=rotate_degrees, shuffle=False)
     labels = np.asarray(index.labels, dtype=np.int32)
-    request = (0, np.arange(8))
-    normalized, _ = BatchDataset(reader_for(index), labels, spec, normalize=True)[request]
-    raw, _ = BatchDataset(reader_for(index), labels, spec, normalize=False)[request]
+    raw, _ = BatchDataset(reader_for(index), labels, spec)[(0, np.arange(8))]
     assert raw.dtype == torch.uint8
     mean = torch.tensor(spec.mean_255).view(1, 3, 1, 1)
     std = torch.tensor(spec.std_255).view(1, 3, 1, 1)
-    assert torch.allclose((raw.float() - mean) / std, normalized, atol=0.6 / 255 / 0.224)
+    assert images.dtype == dtype
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert images.is_contiguous(memory_format=layout)
+    tolerance = 1e-5 if dtype == torch.float32 else 0.02
+    assert torch.allclose(images.float(), (raw.float() - mean) / std, atol=tolerance)
