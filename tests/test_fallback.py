@@ -86,3 +86,30 @@ def test_batches_are_the_workers_uint8_normalized_once(
     assert images.is_contiguous(memory_format=layout)
     tolerance = 1e-5 if dtype == torch.float32 else 0.02
     assert torch.allclose(images.float(), (raw.float() - mean) / std, atol=tolerance)
+
+
+def test_region_decode_has_the_full_decodes_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The crop's region decoded alone (nvImageCodec, installed with DALI) must be the same pixels
+    # as the full decode cropped (simplejpeg, the way without nvImageCodec): odd offsets, edges,
+    # 4:2:0 chroma, widths and heights that are not multiples of 16.
+    import simplejpeg
+
+    from fallback import augment
+    from tests.conftest import natural_jpeg
+
+    assert augment._region_decoder() is not None  # CI installs DALI, and so nvImageCodec
+    rng = np.random.default_rng(0)
+    for seed, (width, height) in enumerate([(500, 375), (375, 500), (97, 61), (16, 16)]):
+        encoded = natural_jpeg(width, height, seed=seed)
+        full = torch.from_numpy(simplejpeg.decode_jpeg(encoded))
+        for _ in range(40):
+            left, right = sorted(rng.choice(width + 1, 2, replace=False).tolist())
+            top, bottom = sorted(rng.choice(height + 1, 2, replace=False).tolist())
+            box = (left, top, right, bottom)
+            region = augment._decode_jpeg_region(encoded, box)
+            assert region is not None
+            assert torch.equal(region, full[top:bottom, left:right]), box
+            monkeypatch.setattr(augment, "nvimgcodec", None)
+            monkeypatch.setattr(augment, "_decoders", {})
+            assert torch.equal(augment._decode_jpeg_region(encoded, box), region)  # type: ignore[arg-type]
+            monkeypatch.undo()
