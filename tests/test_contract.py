@@ -140,6 +140,25 @@ def test_breaking_out_of_an_epoch_leaves_the_next_one_whole(
     assert len(epoch_indices(loader)) == len(loader)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batches_kept_across_steps_are_never_overwritten(
+    small_folder: Path, backend: str, channels_last: bool
+) -> None:
+    # Loaders may reuse a batch's memory once the user drops it; what a user keeps (the batch, or
+    # only a view of it) must stay as it was while the batches around it are dropped and reused.
+    loader = make(small_folder, backend, train=False, shuffle=True, channels_last=channels_last)
+    kept, views, expected = [], [], []
+    for _ in range(3):
+        for step, (images, _) in enumerate(loader):
+            expected.append(decode_indices(images, IMAGENET_MEAN, IMAGENET_STD))
+            if step % 3 == 0:
+                kept.append((len(expected) - 1, images))
+            elif step % 3 == 1:
+                views.append((len(expected) - 1, images[1:]))
+    assert all(decode_indices(x, IMAGENET_MEAN, IMAGENET_STD) == expected[i] for i, x in kept)
+    assert all(decode_indices(v, IMAGENET_MEAN, IMAGENET_STD) == expected[i][1:] for i, v in views)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dtype_and_channels_last(small_folder: Path, backend: str, dtype: torch.dtype) -> None:
     reference = next(iter(make(small_folder, backend, train=False)))[0]

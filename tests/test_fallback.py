@@ -60,6 +60,7 @@ def test_batches_are_the_workers_uint8_normalized_once(
     from dali_loader import create_loader
     from dali_loader.index import build_index
     from dali_loader.storage import reader_for
+    from fallback.buffers import shared_slots
     from fallback.dataset import BatchDataset
 
     loader = create_loader(
@@ -76,8 +77,8 @@ def test_batches_are_the_workers_uint8_normalized_once(
     images, _ = next(iter(loader))
     index = build_index(small_folder)
     spec = LoaderSpec(image_size=(32, 32), rotate_degrees=rotate_degrees, shuffle=False)
-    labels = np.asarray(index.labels, dtype=np.int32)
-    raw, _ = BatchDataset(reader_for(index), labels, spec)[(0, np.arange(8))]
+    slots = shared_slots(2, (8, 3, 32, 32), shared=False)
+    raw = slots[BatchDataset(reader_for(index), spec, slots)[(0, np.arange(8), 1)]]
     assert raw.dtype == torch.uint8
     mean = torch.tensor(spec.mean_255).view(1, 3, 1, 1)
     std = torch.tensor(spec.std_255).view(1, 3, 1, 1)
@@ -113,3 +114,22 @@ def test_region_decode_has_the_full_decodes_pixels(monkeypatch: pytest.MonkeyPat
             monkeypatch.setattr(augment, "_decoders", {})
             assert torch.equal(augment._decode_jpeg_region(encoded, box), region)  # type: ignore[arg-type]
             monkeypatch.undo()
+
+
+def test_reused_batches_reuse_only_what_nobody_holds() -> None:
+    from fallback.buffers import ReusedBatches
+
+    batches = ReusedBatches(keep=2)
+    first = batches.tensor((2, 3, 4, 5))
+    address = first.data_ptr()
+    view = first[1:]
+    del first
+    second = batches.tensor((2, 3, 4, 5))
+    assert address not in (second.data_ptr(), batches.tensor((2, 3, 4, 5)).data_ptr())
+    del view  # the loop's pattern: hold one batch while the next is made
+    assert batches.tensor((2, 3, 4, 5)).data_ptr() == address
+    held = [batches.tensor((2, 3, 4, 5)) for _ in range(3)]  # more than kept: fresh memory
+    assert len({t.data_ptr() for t in held}) == 3
+    channels_last = batches.tensor((2, 4, 5, 3), axes=(0, 3, 1, 2))
+    assert channels_last.shape == (2, 3, 4, 5)
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
