@@ -2,8 +2,9 @@
 
 Every case (a loader at one rotation setting) runs in a fresh subprocess, so no case inherits
 another's threads, workers or allocations, and the parent samples the peak resident memory of the
-case's whole process tree (workers included). Throughput is the median over the measured epochs
-after one warm-up epoch; the ratio is to the baseline measured in the same run.
+case's whole process tree (workers included); after the timed epochs the case reads the tree's
+proportional set size, which counts shared pages once. Throughput is the median over the measured
+epochs after one warm-up epoch; the ratio is to the baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Result:
     images_per_second: float = 0.0
     first_batch_seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    pss_mb: float = 0.0  # after the timed epochs, the loader alive
     peak_gpu_mb: float | None = None
     ratio_to_baseline: float | None = None
     error: str | None = None
@@ -80,6 +82,7 @@ def run_case(case: Case) -> Result:
             result.epoch_seconds.append(time.perf_counter() - epoch_start)
         result.images_per_epoch = seen
     result.images_per_second = seen / statistics.median(result.epoch_seconds)
+    result.pss_mb = _tree_pss_bytes(os.getpid()) / 2**20
     result.peak_gpu_mb = gpu_peak if device.type == "cuda" else None
     return result
 
@@ -149,27 +152,54 @@ def measure(case: Case, timeout: float = 1800) -> Result:
 
 
 def _tree_rss_bytes(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    """Resident memory of a process and all its descendants, from /proc (Linux).
+
+    Shared pages (libraries, shared-memory batches) count once in every process that maps
+    them, so the sum overstates multi-process loaders; `_tree_pss_bytes` splits them.
+    """
     page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in _tree_pids(root_pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                total += int(f.read().rsplit(")", 1)[1].split()[21]) * page
+        except OSError:
+            continue
+    return total
+
+
+def _tree_pss_bytes(root_pid: int) -> int:
+    """Proportional set size of a process tree: each shared page split among its users, so the
+    sum is the memory the tree really holds. Reading it walks page tables (~15 ms a process):
+    done once, after the timed epochs."""
+    total = 0
+    for pid in _tree_pids(root_pid):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            continue
+    return total * 1024
+
+
+def _tree_pids(root_pid: int) -> list[int]:
+    """A process and all its descendants, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        pid = int(entry)
-        children.setdefault(int(fields[1]), []).append(pid)
-        rss[pid] = int(fields[21]) * page
-    total, stack = 0, [root_pid]
+        children.setdefault(parent, []).append(int(entry))
+    pids, stack = [], [root_pid]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        pids.append(pid)
         stack += children.get(pid, [])
-    return total
+    return pids
 
 
 def machine() -> dict[str, Any]:
@@ -292,6 +322,7 @@ def run_memory_scaling(args: argparse.Namespace) -> int:
                     "samples": len(index) * scale,
                     "data_mb": size / 2**20,
                     "peak_rss_mb": result.peak_rss_mb,
+                    "pss_mb": result.pss_mb,
                     "images_per_second": result.images_per_second,
                     "error": result.error,
                 }
@@ -307,12 +338,12 @@ def run_memory_scaling(args: argparse.Namespace) -> int:
         "memory_scaling": rows,
     }
     (out_dir / "memory.json").write_text(json.dumps(report, indent=2))
-    print("| loader | data | samples | peak RSS MB | vs 1x |")
-    print("|---|---|---|---|---|")
+    print("| loader | data | samples | peak RSS MB | vs 1x | PSS MB |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['loader']} | {r['data_mb']:.0f} MB | {r['samples']} | {r['peak_rss_mb']:.0f} "
-            f"| {r['rss_vs_1x']:.2f}x |"
+            f"| {r['rss_vs_1x']:.2f}x | {r['pss_mb']:.0f} |"
         )
     print(f"wrote {out_dir / 'memory.json'}")
     return 1 if any(r["error"] for r in rows) else 0
@@ -337,21 +368,24 @@ def _line(result: Result) -> str:
     return (
         f"{case.loader:12s} rotate={case.rotate_degrees:<4g} {result.images_per_second:8.0f} img/s"
         f"  first batch {result.first_batch_seconds:5.2f} s  peak RSS {result.peak_rss_mb:6.0f} MB"
+        f"  PSS {result.pss_mb:6.0f} MB"
     )
 
 
 def _table(results: list[Result]) -> str:
-    rows = ["| loader | rotate | img/s | vs baseline | first batch s | peak RSS MB | GPU MB |"]
-    rows.append("|---|---|---|---|---|---|---|")
+    rows = [
+        "| loader | rotate | img/s | vs baseline | first batch s | peak RSS MB | PSS MB | GPU MB |"
+    ]
+    rows.append("|---|---|---|---|---|---|---|---|")
     for r in results:
         if r.error:
-            rows.append(f"| {r.case.loader} | {r.case.rotate_degrees:g} | failed | | | | |")
+            rows.append(f"| {r.case.loader} | {r.case.rotate_degrees:g} | failed | | | | | |")
             continue
         ratio = f"{r.ratio_to_baseline:.2f}x" if r.ratio_to_baseline else ""
         gpu = f"{r.peak_gpu_mb:.0f}" if r.peak_gpu_mb is not None else ""
         rows.append(
             f"| {r.case.loader} | {r.case.rotate_degrees:g} | {r.images_per_second:.0f} | {ratio} "
-            f"| {r.first_batch_seconds:.2f} | {r.peak_rss_mb:.0f} | {gpu} |"
+            f"| {r.first_batch_seconds:.2f} | {r.peak_rss_mb:.0f} | {r.pss_mb:.0f} | {gpu} |"
         )
     return "\n".join(rows)
 
