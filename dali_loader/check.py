@@ -186,7 +186,13 @@ def _inspect_all(
 ) -> None:
     with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)))) as pool:
         jobs = pool.map(lambda job: _inspect(job[0], job[1], max_pixels), todo)
-        bar = tqdm(jobs, total=len(todo), desc="checking files", unit="file", disable=not progress)
+        bar = tqdm(
+            jobs,
+            total=len(todo),
+            desc="checking files",
+            unit="file",
+            disable=not (progress and todo),
+        )
         for (path, _), verdict in zip(todo, bar, strict=True):
             verdicts[path] = verdict
 
@@ -269,7 +275,9 @@ def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> d
     workers = max(1, min(len(os.sched_getaffinity(0)), len(paths)))
     chunks = [paths[k::workers] for k in range(workers)]
     failed: dict[str, str] = {}
-    with tqdm(total=len(paths), desc="probing DALI", unit="file", disable=not progress) as bar:
+    with tqdm(
+        total=len(paths), desc="probing DALI", unit="file", disable=not (progress and paths)
+    ) as bar:
 
         def probe(chunk: list[str]) -> None:
             from .pipeline import build_decode_probe
