@@ -10,7 +10,9 @@ Where the time goes (ImageNet-like JPEG, one core) shapes this module:
 - crop + resize: torch's uint8 antialiased resize 0.17 ms, PIL's 0.5 ms.
 - rotation: one `grid_sample` in float with everything around it, 0.33 ms (torchvision's `rotate`
   0.64, PIL's 0.8), as the step after the resize. Resize and rotation stay two passes: a single
-  affine warp would skip the antialiasing the downscale needs.
+  bilinear warp from the crop skips the antialiasing a downscale needs (78% of the crops of
+  500x375 images). Over 300 such crops it was 0.13 ms faster but 3.4 levels (of 255) from
+  torchvision's resize-then-rotate on average, where the two passes are 0.2 from it.
 Eval resizes a fractional box with PIL: the exact geometry of the DALI graph.
 """
 
