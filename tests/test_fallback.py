@@ -133,3 +133,25 @@ def test_reused_batches_reuse_only_what_nobody_holds() -> None:
     channels_last = batches.tensor((2, 4, 5, 3), axes=(0, 3, 1, 2))
     assert channels_last.shape == (2, 3, 4, 5)
     assert channels_last.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_workers_started_by_forkserver_fill_the_same_batches(small_folder: Path) -> None:
+    # Python 3.14 starts DataLoader workers with forkserver by default: the batch slots then
+    # travel pickled (torch passes shared memory by handle), not inherited by fork, and must
+    # still be the memory the loader reads.
+    import subprocess
+    import sys
+
+    code = f"""
+import multiprocessing, torch
+from dali_loader import create_loader
+if __name__ == "__main__":
+    multiprocessing.set_start_method("forkserver", force=True)
+    kw = dict(batch_size=4, backend="torchvision", image_size=16, rotate_degrees=10, seed=1)
+    with_workers = list(create_loader({str(small_folder)!r}, num_threads=2, **kw))
+    in_process = list(create_loader({str(small_folder)!r}, num_threads=0, **kw))
+    assert len(with_workers) == 6
+    for (x, y), (a, b) in zip(with_workers, in_process, strict=True):
+        assert torch.equal(x, a) and torch.equal(y, b)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
