@@ -110,6 +110,7 @@ class TorchvisionLoader(BaseLoader):
             out = self._outputs.tensor((n, h, w, c), axes=(0, 3, 1, 2))
         else:
             out = self._outputs.tensor((n, c, h, w))
-        np.multiply(images, self._scale, out=out.numpy())
-        np.add(out.numpy(), self._shift, out=out.numpy())
+        target = out.numpy()
+        np.multiply(images, self._scale, out=target)
+        np.add(target, self._shift, out=target)
         return out
