@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .check import changed_files_message, changed_since_check
+from .errors import ConfigError, DaliLoaderError, DatasetError
 from .index import SampleIndex
 from .sampler import check_shardable, epoch_order, num_batches, shard_batches
 from .spec import LoaderSpec
@@ -47,6 +50,9 @@ class BaseLoader:
         self._position: tuple[int, int] | None = None  # (epoch, batches handed over) in a loop
         self._dataset_sha1: str | None = None
         self.bad_files: dict[str, str] = {}  # skipped under on_bad_file="skip": path -> reason
+        # When the files were checked (the factory sets it to the check's start): a read that
+        # fails on a file changed since is the data's fault, and the error names the file.
+        self.checked_ns = time.time_ns()
 
     @property
     def classes(self) -> list[str]:
@@ -88,9 +94,23 @@ class BaseLoader:
         self._epoch, self._resume_at = epoch + 1, 0
         batches = shard_batches(epoch_order(len(self.dataset), self.spec, epoch), self.spec)
         self._position = (epoch, start)
-        for batch in self._iter_epoch(batches[start:], epoch):
-            self._position = (epoch, self._position[1] + 1)  # counted when handed over
-            yield batch
+        try:
+            for batch in self._iter_epoch(batches[start:], epoch):
+                self._position = (epoch, self._position[1] + 1)  # counted when handed over
+                yield batch
+        except DaliLoaderError:
+            raise
+        except Exception as error:  # a worker's or DALI's: did a file change since the check?
+            samples = np.concatenate(batches[start:]) if batches[start:] else np.empty(0, int)
+            changed = changed_since_check(self.dataset.files(samples), self.checked_ns)
+            if not changed:
+                raise
+            # The backend's frames can hold the error in a reference cycle (torch's
+            # ExceptionWrapper.reraise keeps it in a local); cleared, the loader and its
+            # workers go when it is dropped, not when the garbage collector finds them (then
+            # torch's iterator closes its queues first and waits 5 s for each worker).
+            traceback.clear_frames(error.__traceback__)
+            raise DatasetError(changed_files_message(changed)) from error
         self._position = None
 
     def state_dict(self) -> dict[str, Any]:

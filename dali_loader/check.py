@@ -140,6 +140,22 @@ def check_dataset(
     return report
 
 
+def changed_since_check(files: list[str], checked_ns: int) -> list[str]:
+    """Those of `files` modified (or gone) after the check started at `checked_ns`
+    (`time.time_ns()`): a read of them that fails mid-epoch is the data's fault, not a bug."""
+    return [path for path in files if (stamp := file_stamp(path)) is None or stamp[1] > checked_ns]
+
+
+def changed_files_message(changed: list[str]) -> str:
+    listed = "\n".join(f"  {path}" for path in changed[:5])
+    more = f"\n  ... and {len(changed) - 5} more" if len(changed) > 5 else ""
+    return (
+        f"reading a batch failed, and {len(changed)} file(s) of this epoch changed after the "
+        f"loader checked them:\n{listed}{more}\nRestore or fix them, then create the loader "
+        "again: it checks them again (on_bad_file='skip' leaves bad files out)."
+    )
+
+
 def check_policy(on_bad_file: str) -> None:
     """Refuse an unknown policy before any expensive work."""
     if on_bad_file not in ("raise", "skip"):

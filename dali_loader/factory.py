@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -98,6 +99,7 @@ def create_loader(
             f"num_threads must be positive (0 means no workers, torchvision only), got {threads}"
         )
     target = _resolve_device(chosen, device)
+    checked_ns = time.time_ns()
     if isinstance(source, (str, os.PathLike)) and is_packed(source):
         index = index_packed(source)  # checked when it was packed, verified by checksum now
         report = CheckReport(source=str(source), num_files=len(index))
@@ -134,6 +136,7 @@ def create_loader(
         )
         loader = DaliLoader(index, spec, target, num_threads=threads, read_paths=read_paths)
     loader.bad_files = dict(report.bad)
+    loader.checked_ns = checked_ns
     return loader
 
 

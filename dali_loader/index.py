@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
+import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .errors import DatasetError
@@ -35,6 +36,13 @@ class SampleIndex:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def files(self, samples: np.ndarray) -> list[str]:
+        """The files on disk that hold these samples: their own files, or their shards."""
+        if self.locations is None:
+            return [self.paths[i] for i in samples]
+        shards = np.unique(self.locations.shard_ids[samples])
+        return [self.locations.shards[k] for k in shards]
 
 
 def build_index(source: Source) -> SampleIndex:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -157,6 +159,29 @@ def test_batches_kept_across_steps_are_never_overwritten(
                 views.append((len(expected) - 1, images[1:]))
     assert all(decode_indices(x, IMAGENET_MEAN, IMAGENET_STD) == expected[i] for i, x in kept)
     assert all(decode_indices(v, IMAGENET_MEAN, IMAGENET_STD) == expected[i][1:] for i, v in views)
+
+
+def test_a_file_broken_after_the_check_is_named_in_the_error(tmp_path: Path, backend: str) -> None:
+    from dali_loader.errors import DatasetError
+
+    from .conftest import write_index_folder
+
+    root = write_index_folder(tmp_path, [6, 6])
+    loader = make(root, backend, train=False)
+    victim = sorted(root.rglob("*.jpg"))[7]
+    victim.write_bytes(victim.read_bytes()[:60])  # truncated while the loader exists
+    # Stamp it with the precise time: a write's own stamp comes from the kernel's coarse clock,
+    # and a write within one tick of the check could look older than the check.
+    os.utime(victim, ns=(time.time_ns(), time.time_ns()))
+    try:
+        for _ in loader:
+            pass
+    except DatasetError as error:  # not pytest.raises: its ExceptionInfo would keep the loader
+        message, cause = str(error), error.__cause__  # (and its workers) in a reference cycle
+    else:
+        pytest.fail("a truncated file went unnoticed")
+    assert "changed after the loader checked them" in message and str(victim) in message
+    assert cause is not None  # the decoder's own error, chained
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -157,6 +159,24 @@ def test_damaged_shards_get_a_clear_error(tmp_path: Path, small_folder: Path) ->
     shard.write_bytes(bytes(data[:1000]))
     with pytest.raises(DatasetError, match=r"is 1,000 bytes, the manifest says .*truncated"):
         create_loader(out, backend="torchvision")
+
+
+def test_a_shard_truncated_while_training_is_named(
+    tmp_path: Path, small_folder: Path, backend: str
+) -> None:
+    out = tmp_path / "wds"
+    pack(small_folder, out, shard_size=8 << 10, progress=False)
+    loader = create_loader(out, backend=backend, batch_size=4, image_size=16, num_threads=2)
+    shard = out / "shard-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    os.utime(shard, ns=(time.time_ns(), time.time_ns()))  # a precise stamp: see test_contract
+    try:
+        read_all(loader)
+    except DatasetError as error:
+        message = str(error)
+    else:
+        pytest.fail("a truncated shard went unnoticed")
+    assert "changed after the loader checked them" in message and str(shard) in message
 
 
 def test_pack_follows_the_bad_file_policy(tmp_path: Path) -> None:
