@@ -52,7 +52,7 @@ class BaseLoader:
         self.bad_files: dict[str, str] = {}  # skipped under on_bad_file="skip": path -> reason
         # When the files were checked (the factory sets it to the check's start): a read that
         # fails on a file changed since is the data's fault, and the error names the file.
-        self.checked_ns = time.time_ns()
+        self._checked_ns = time.time_ns()
 
     @property
     def classes(self) -> list[str]:
@@ -102,7 +102,7 @@ class BaseLoader:
             raise
         except Exception as error:  # a worker's or DALI's: did a file change since the check?
             samples = np.concatenate(batches[start:]) if batches[start:] else np.empty(0, int)
-            changed = changed_since_check(self.dataset.files(samples), self.checked_ns)
+            changed = changed_since_check(self.dataset.files(samples), self._checked_ns)
             if not changed:
                 raise
             # The backend's frames can hold the error in a reference cycle (torch's

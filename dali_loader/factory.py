@@ -136,7 +136,7 @@ def create_loader(
         )
         loader = DaliLoader(index, spec, target, num_threads=threads, read_paths=read_paths)
     loader.bad_files = dict(report.bad)
-    loader.checked_ns = checked_ns
+    loader._checked_ns = checked_ns
     return loader
 
 
