@@ -157,15 +157,7 @@ def _tree_rss_bytes(root_pid: int) -> int:
     Shared pages (libraries, shared-memory batches) count once in every process that maps
     them, so the sum overstates multi-process loaders; `_tree_pss_bytes` splits them.
     """
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
-    for pid in _tree_pids(root_pid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                total += int(f.read().rsplit(")", 1)[1].split()[21]) * page
-        except OSError:
-            continue
-    return total
+    return sum(_tree_rss(root_pid).values())
 
 
 def _tree_pss_bytes(root_pid: int) -> int:
@@ -173,7 +165,7 @@ def _tree_pss_bytes(root_pid: int) -> int:
     sum is the memory the tree really holds. Reading it walks page tables (~15 ms a process):
     done once, after the timed epochs."""
     total = 0
-    for pid in _tree_pids(root_pid):
+    for pid in _tree_rss(root_pid):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
@@ -182,24 +174,29 @@ def _tree_pss_bytes(root_pid: int) -> int:
     return total * 1024
 
 
-def _tree_pids(root_pid: int) -> list[int]:
-    """A process and all its descendants, from /proc (Linux)."""
+def _tree_rss(root_pid: int) -> dict[int, int]:
+    """Resident bytes of a process and of each of its descendants: one pass over /proc/*/stat
+    (sampled every 0.1 s beside the timed loop, so read once)."""
     children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        children.setdefault(parent, []).append(int(entry))
-    pids, stack = [], [root_pid]
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        rss[pid] = int(fields[21]) * page
+    tree, stack = {}, [root_pid]
     while stack:
         pid = stack.pop()
-        pids.append(pid)
+        tree[pid] = rss.get(pid, 0)
         stack += children.get(pid, [])
-    return pids
+    return tree
 
 
 def machine() -> dict[str, Any]:
