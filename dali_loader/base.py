@@ -92,16 +92,16 @@ class BaseLoader:
     def __iter__(self) -> Iterator[Batch]:
         epoch, start = self._epoch, self._resume_at
         self._epoch, self._resume_at = epoch + 1, 0
-        batches = shard_batches(epoch_order(len(self.dataset), self.spec, epoch), self.spec)
+        batches = shard_batches(epoch_order(len(self.dataset), self.spec, epoch), self.spec)[start:]
         self._position = (epoch, start)
         try:
-            for batch in self._iter_epoch(batches[start:], epoch):
+            for batch in self._iter_epoch(batches, epoch):
                 self._position = (epoch, self._position[1] + 1)  # counted when handed over
                 yield batch
         except DaliLoaderError:
             raise
         except Exception as error:  # a worker's or DALI's: did a file change since the check?
-            samples = np.concatenate(batches[start:]) if batches[start:] else np.empty(0, int)
+            samples = np.concatenate(batches) if batches else np.empty(0, int)
             changed = changed_since_check(self.dataset.files(samples), self._checked_ns)
             if not changed:
                 raise
