@@ -39,7 +39,10 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # What DALI decodes exactly as PIL does: these formats, in these modes.
 _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: a verdict per DALI decoder (dali_cpu, dali_gpu)
+# Probe pipelines at once: each holds a decoder (on a GPU, its own memory), and decoding one
+# small file at a time is bound by the pipeline's own overhead, not the cores.
+_PROBE_THREADS = 8
 
 
 @dataclass
@@ -119,10 +122,14 @@ def check_dataset(
     finally:
         Image.MAX_IMAGE_PIXELS = pil_limit
     if probe_dali:
-        unprobed = [p for p, v in verdicts.items() if v["status"] == "ok" and v["dali"] is None]
+        # The GPU decoder and the CPU one do not reject the same files: each has its verdict.
+        decoder = "dali_cpu" if device_id is None else "dali_gpu"
+        unprobed = [
+            p for p, v in verdicts.items() if v["status"] == "ok" and v.get(decoder) is None
+        ]
         failed = _dali_failures(unprobed, device_id, progress)
         for path in unprobed:
-            verdicts[path]["dali"] = path not in failed
+            verdicts[path][decoder] = path not in failed
             if path in failed:
                 verdicts[path]["status"] = "convert"
                 verdicts[path]["reason"] = f"DALI's decoder rejects it ({failed[path]})"
@@ -215,7 +222,7 @@ def _inspect_all(
 
 def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, Any]:
     """How PIL (and so the torchvision backend) reads `path`, and whether DALI may read it as is."""
-    verdict: dict[str, Any] = {"stamp": stamp, "status": "bad", "reason": "", "dali": None}
+    verdict: dict[str, Any] = {"stamp": stamp, "status": "bad", "reason": ""}
     if stamp is None:
         verdict["reason"] = "cannot be opened: missing, or a broken symlink"
         return verdict
@@ -287,8 +294,11 @@ def _jpeg_header_problem(path: str) -> str | None:
 def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> dict[str, str]:
     """Files DALI's decoder rejects, each decoded alone: in a batch DALI sometimes gets past a
     file that kills the pipeline when it comes alone (a final batch of one, say). A failure
-    invalidates the pipeline, so each failure costs a rebuild; bad files are rare."""
-    workers = max(1, min(len(os.sched_getaffinity(0)), len(paths)))
+    invalidates the pipeline, so each failure costs a rebuild; bad files are rare. A pipeline
+    that cannot be built at all (no usable GPU) is the machine's fault, not the files': raised."""
+    from .pipeline import PROBE_INPUT, build_or_explain, define_decode_probe, error_reason
+
+    workers = max(1, min(len(os.sched_getaffinity(0)), len(paths), _PROBE_THREADS))
     chunks = [paths[k::workers] for k in range(workers)]
     failed: dict[str, str] = {}
     with tqdm(
@@ -296,17 +306,14 @@ def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> d
     ) as bar:
 
         def probe(chunk: list[str]) -> None:
-            from .pipeline import build_decode_probe
-
-            current: list[np.ndarray] = []
-            pipe = build_decode_probe(lambda: current, batch_size=1, device_id=device_id)
+            pipe = build_or_explain(define_decode_probe(device_id=device_id))
             for path in chunk:
-                current[:] = [np.fromfile(path, dtype=np.uint8)]
+                pipe.feed_input(PROBE_INPUT, [np.fromfile(path, dtype=np.uint8)])
                 try:
                     pipe.run()
                 except Exception as error:  # DALI raises RuntimeError; any means "cannot decode"
-                    failed[path] = str(error).strip().splitlines()[0][:200]
-                    pipe = build_decode_probe(lambda: current, batch_size=1, device_id=device_id)
+                    failed[path] = error_reason(error)
+                    pipe = build_or_explain(define_decode_probe(device_id=device_id))
                 bar.update(1)
 
         with ThreadPoolExecutor(workers) as pool:

@@ -1,10 +1,16 @@
-"""The DALI graph, built from a `LoaderSpec`: the only module that uses DALI's operators.
+"""The DALI graphs, defined from a `LoaderSpec`: the only module that uses DALI's operators.
 
-Encoded files and labels come in through `external_source`, in the order the sampler chose, so
-DALI never decides the order (its reader shuffles only inside a buffer). On the GPU, decoding is
-nvJPEG (`device="mixed"`, the hardware decoder where the GPU has one) with the random crop fused
-into the decode; flip, rotation and normalization follow on the GPU. With `device_id=None` the
-same graph runs on the CPU.
+Samples come in through `external_source`, in the order the sampler chose, so DALI never decides
+the order (its reader shuffles only inside a buffer). What comes in is either file names, which
+DALI's own threads read (`fn.io.file.read`: no Python, no GIL, per file), or, for packed shards,
+the encoded bytes the feed read ahead (`dali_loader.feed`). On the GPU, decoding is nvJPEG
+(`device="mixed"`, the hardware decoder where the GPU has one) with the random crop fused into
+the decode; flip, rotation and normalization follow on the GPU. With `device_id=None` the same
+graph runs on the CPU.
+
+Every function here only *defines* a pipeline: defining checks operator names, arguments and
+device transitions without a GPU, so the tests define every GPU graph on CPU-only machines;
+`build_or_explain` builds one and turns a missing GPU into a clear error.
 """
 
 from __future__ import annotations
@@ -16,36 +22,42 @@ import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
+from .errors import BackendUnavailableError
+from .feed import InputKind
 from .spec import LoaderSpec
-
-# nvJPEG allocation hints for ImageNet-like images (from DALI's ResNet-50 example): they avoid
-# reallocations in the first epochs. Used on the GPU only.
-_MIXED_DECODER_HINTS: dict[str, Any] = {
-    "device_memory_padding": 211025920,
-    "host_memory_padding": 140544512,
-    "preallocate_width_hint": 5980,
-    "preallocate_height_hint": 6430,
-    # The CPU decoder and PIL upsample chroma this way; keeps the backends' pixels in agreement.
-    "jpeg_fancy_upsampling": True,
-}
-
-_OUTPUT_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16, "bfloat16": types.FLOAT}
 
 Source = Callable[[], Any]
 
+# The mixed decoder's arguments. Its memory padding stays at DALI's defaults (16 MiB of device
+# and 8 MiB of pinned host memory a thread, grown on demand to the largest image seen): DALI's
+# ResNet-50 example reserves 211 MB of device and 140 MB of pinned memory a thread up front, which
+# at 8 threads is ~1.7 GB + 1.1 GB before the first batch, per rank, to save a few reallocations
+# in the first epoch. `dali-loader bench` reports the GPU memory actually used.
+_MIXED_DECODER: dict[str, Any] = {
+    "device": "mixed",
+    # The CPU decoder and PIL upsample chroma this way; keeps the backends' pixels in agreement.
+    "jpeg_fancy_upsampling": True,
+}
+_CPU_DECODER: dict[str, Any] = {"device": "cpu"}
 
-def build_pipeline(
+_OUTPUT_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16, "bfloat16": types.FLOAT}
+
+
+def define_pipeline(
     spec: LoaderSpec,
     source: Source,
     *,
+    inputs: InputKind,
     device_id: int | None,
     num_threads: int,
     prefetch_queue_depth: int = 2,
+    decode: bool = True,
 ) -> Pipeline:
-    """A built pipeline whose outputs are ("images", "labels") for the batches `source` returns.
+    """A pipeline (not built) whose outputs are ("images", "labels") for the batches of `source`.
 
-    `source()` returns (encoded images as uint8 arrays, int32 labels) for the next batch, or
-    raises StopIteration at the end of the epoch. `device_id=None` runs everything on the CPU.
+    `source()` returns the next batch as `inputs` says (see `dali_loader.feed`), or raises
+    StopIteration at the end of the epoch. Labels come out int64 (N,), on the images' device.
+    `decode=False` replaces decoding and augmentation by the encoded sizes: the input path alone.
     """
     pipe = Pipeline(
         batch_size=spec.batch_size,
@@ -55,14 +67,11 @@ def build_pipeline(
         prefetch_queue_depth=prefetch_queue_depth,
     )
     with pipe:
-        encoded, labels = fn.external_source(
-            source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
-        )
-        decoder: dict[str, Any] = (
-            {"device": "mixed", **_MIXED_DECODER_HINTS}
-            if device_id is not None
-            else {"device": "cpu"}
-        )
+        encoded, labels = _read(inputs, source)
+        if not decode:
+            pipe.set_outputs(encoded.shape(), labels)
+            return pipe
+        decoder = _MIXED_DECODER if device_id is not None else _CPU_DECODER
         if spec.train:
             images, mirror = _train_images(spec, encoded, decoder)
         else:
@@ -75,9 +84,28 @@ def build_pipeline(
             std=list(spec.std_255),
             mirror=mirror,
         )
-        pipe.set_outputs(images, labels)
-    pipe.build()
+        pipe.set_outputs(images, labels.gpu() if device_id is not None else labels)
     return pipe
+
+
+def _read(inputs: InputKind, source: Source) -> tuple[Any, Any]:
+    """The encoded files and int64 labels of a batch, from what the feed gives."""
+    if inputs == "paths":
+        # File names as rows of one uint8 array, zero-padded, and their lengths: one array per
+        # batch crosses from Python, and DALI's threads open and read the files.
+        names, lengths, labels = fn.external_source(
+            source=source,
+            num_outputs=3,
+            batch=True,
+            no_copy=True,
+            dtype=[types.UINT8, types.INT32, types.INT64],
+        )
+        names = fn.slice(names, 0, lengths, axes=[0], out_of_bounds_policy="error")
+        return fn.io.file.read(names, dont_use_mmap=True), labels
+    encoded, labels = fn.external_source(
+        source=source, num_outputs=2, batch=True, no_copy=True, dtype=[types.UINT8, types.INT64]
+    )
+    return encoded, labels
 
 
 def _train_images(spec: LoaderSpec, encoded: Any, decoder: dict[str, Any]) -> tuple[Any, Any]:
@@ -128,22 +156,42 @@ def _eval_images(spec: LoaderSpec, encoded: Any, decoder: dict[str, Any]) -> Any
     )
 
 
-def build_decode_probe(source: Source, *, batch_size: int, device_id: int | None) -> Pipeline:
-    """A pipeline that only decodes, as the loader would: it fails on what DALI cannot read."""
-    # Synchronous, no prefetch: an error must belong to the batch just fed.
-    pipe = Pipeline(
-        batch_size=batch_size,
-        num_threads=1,
-        device_id=device_id,
-        seed=0,
-        prefetch_queue_depth=1,
-        exec_pipelined=False,
-        exec_async=False,
-    )
+PROBE_INPUT = "encoded"
+
+
+def define_decode_probe(*, device_id: int | None) -> Pipeline:
+    """A pipeline (not built) that only decodes one file fed to `PROBE_INPUT`, with the
+    decoder the loader uses: it fails on what that decoder cannot read.
+
+    Fed with `feed_input` and one batch in flight, an error belongs to the file just fed. The
+    decoded image stays where the decoder put it (a GPU image is not copied back).
+    """
+    pipe = Pipeline(batch_size=1, num_threads=1, device_id=device_id, prefetch_queue_depth=1)
     with pipe:
-        encoded = fn.external_source(source=source, batch=True, dtype=types.UINT8)
-        decoder = {"device": "mixed", **_MIXED_DECODER_HINTS} if device_id is not None else {}
-        images = fn.decoders.image(encoded, output_type=types.RGB, **decoder)
-        pipe.set_outputs(images.shape())
-    pipe.build()
+        encoded = fn.external_source(name=PROBE_INPUT, dtype=types.UINT8)
+        decoder = _MIXED_DECODER if device_id is not None else _CPU_DECODER
+        pipe.set_outputs(fn.decoders.image(encoded, output_type=types.RGB, **decoder))
     return pipe
+
+
+def build_or_explain(pipe: Pipeline) -> Pipeline:
+    """Build `pipe`; a GPU pipeline where DALI finds no usable CUDA gets an error with the fix."""
+    try:
+        pipe.build()
+    except RuntimeError as error:
+        if pipe.device_id is None or "CUDA" not in str(error):
+            raise
+        raise BackendUnavailableError(
+            f"DALI cannot start a pipeline on GPU {pipe.device_id}: {error_reason(error)}\n"
+            "Check `dali-loader doctor`, or use backend='dali-cpu' or backend='torchvision'."
+        ) from error
+    return pipe
+
+
+def error_reason(error: BaseException) -> str:
+    """The line of a DALI error that says what went wrong (DALI's first lines only say where)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    for k, line in enumerate(lines[:-1]):
+        if line == "encountered:":
+            return lines[k + 1][:200]
+    return lines[0][:200] if lines else type(error).__name__

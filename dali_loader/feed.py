@@ -1,0 +1,198 @@
+"""What the DALI pipeline's `external_source` is given for each batch: the host side of the input.
+
+DALI calls the feed on the thread that runs the training loop, holding the GIL, so a batch must
+cost a few array operations there, not Python work per image. Measured on the benchmarks' 2-core
+VM with decoding replaced by a no-op (benchmarks/README.md, "The input path"): the old feed, a
+list of one array per file plus a list of label scalars, cost ~25 us an image on that thread;
+these feeds cost about 1 (folders) and 5 (shards).
+
+- `PathFeed` (image folders): each batch is the file names as rows of one zero-padded uint8
+  array, their lengths and the labels, three arrays in all; DALI's own threads read the files
+  (`fn.io.file.read`), without Python.
+- `ShardFeed` (packed shards): DALI cannot read a byte range of a file, so helper threads
+  `pread` the next batch's samples into one buffer while DALI works (the reads release the GIL),
+  and the batch is a list of views into it.
+
+Batches are handed over without a copy (`no_copy`): each stays referenced here until DALI is
+done with it, `prefetch_queue_depth` batches later.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
+
+import numpy as np
+
+from .index import SampleIndex
+from .storage import ShardLocations
+
+# What a batch crosses into the pipeline as: file names (DALI reads them) or encoded bytes.
+InputKind = Literal["paths", "bytes"]
+
+_READ_THREADS = 8  # at most; on 2 cores 8 threads read slower than 2 (they share the GIL)
+
+
+class EpochFeed:
+    """The batches of one epoch, in order; StopIteration when they run out (the epoch's end)."""
+
+    inputs: InputKind
+
+    def __init__(self, labels: np.ndarray, prefetch_queue_depth: int) -> None:
+        self._labels = labels.astype(np.int64)
+        self._batches: list[np.ndarray] = []
+        self._next = 0
+        # DALI reads a batch given without a copy until `prefetch_queue_depth` batches later.
+        self._alive: deque[tuple[Any, ...]] = deque(maxlen=prefetch_queue_depth + 2)
+
+    def start(self, batches: list[np.ndarray]) -> None:
+        self._batches, self._next = batches, 0
+
+    def stop(self) -> None:
+        """End the epoch early: the pipeline gets StopIteration on its next request."""
+        self._next = len(self._batches)
+
+    def __call__(self) -> tuple[Any, ...]:
+        if self._next >= len(self._batches):
+            raise StopIteration
+        batch = self._batches[self._next]
+        self._next += 1
+        arrays = self._arrays(batch)
+        self._alive.append(arrays)
+        return arrays
+
+    def _arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the feed holds (threads); the loader calls it when it goes."""
+
+
+class PathFeed(EpochFeed):
+    """File names for `fn.io.file.read`: (names (N, L) uint8, lengths (N, 1), labels (N,))."""
+
+    inputs: InputKind = "paths"
+
+    def __init__(self, paths: tuple[str, ...], labels: np.ndarray, prefetch_queue_depth: int):
+        super().__init__(labels, prefetch_queue_depth)
+        # Absolute: DALI's threads open them, and the process may change its directory.
+        names = np.array([os.fsencode(os.path.abspath(path)) for path in paths], dtype=np.bytes_)
+        self._lengths = np.char.str_len(names).astype(np.int32)[:, None]
+        self._names = names.view(np.uint8).reshape(len(names), -1)
+
+    def _arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
+        return self._names[batch], self._lengths[batch], self._labels[batch]
+
+
+class ShardFeed(EpochFeed):
+    """Encoded samples read from tar shards: (list of uint8 views, labels (N,)); the next batch
+    is read ahead on up to 8 helper threads."""
+
+    inputs: InputKind = "bytes"
+
+    def __init__(
+        self,
+        locations: ShardLocations,
+        labels: np.ndarray,
+        prefetch_queue_depth: int,
+        threads: int,
+    ) -> None:
+        super().__init__(labels, prefetch_queue_depth)
+        self._where = locations
+        self._fds: dict[int, int] = {}
+        self._opening = threading.Lock()
+        self._threads = max(1, min(threads, _READ_THREADS))
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dali-loader-read")
+        # (batch number, its buffer, its offsets in the buffer, the reads filling it)
+        self._ahead: tuple[int, np.ndarray, np.ndarray, list[Future[None]]] | None = None
+
+    def start(self, batches: list[np.ndarray]) -> None:
+        self._wait_ahead()
+        super().start(batches)
+        self._read_ahead()
+
+    def stop(self) -> None:
+        self._wait_ahead()
+        super().stop()
+
+    def _arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == self._next - 1:
+            _, buffer, offsets, reads = ahead
+            for read in reads:
+                read.result()
+        else:  # the first batch after a restart, say: read it here
+            buffer, offsets = self._layout(batch)
+            self._read_into(buffer, offsets, batch)
+        self._read_ahead()
+        ends = offsets + self._where.sizes[batch]
+        views = [
+            buffer[start:end] for start, end in zip(offsets.tolist(), ends.tolist(), strict=True)
+        ]
+        return views, self._labels[batch]
+
+    def _layout(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An unwritten buffer for the batch's samples, and where each one starts in it."""
+        sizes = self._where.sizes[batch]
+        offsets = np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64)
+        return np.empty(int(sizes.sum()), np.uint8), offsets
+
+    def _read_ahead(self) -> None:
+        if self._next >= len(self._batches):
+            return
+        batch = self._batches[self._next]
+        buffer, offsets = self._layout(batch)
+        parts = np.array_split(np.arange(len(batch)), self._threads)
+        reads = [
+            self._pool.submit(self._read_into, buffer, offsets[part], batch[part])
+            for part in parts
+            if len(part)
+        ]
+        self._ahead = (self._next, buffer, offsets, reads)
+
+    def _read_into(self, buffer: np.ndarray, offsets: np.ndarray, samples: np.ndarray) -> None:
+        where, view = self._where, buffer.data
+        for start, i in zip(offsets.tolist(), samples.tolist(), strict=True):
+            size, shard = int(where.sizes[i]), int(where.shard_ids[i])
+            got = os.preadv(self._fd(shard), [view[start : start + size]], int(where.offsets[i]))
+            if got != size:
+                raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
+
+    def _fd(self, shard: int) -> int:
+        fd = self._fds.get(shard)
+        if fd is None:
+            with self._opening:  # read threads ask at once: one descriptor a shard
+                fd = self._fds.get(shard)
+                if fd is None:
+                    fd = self._fds[shard] = os.open(self._where.shards[shard], os.O_RDONLY)
+        return fd
+
+    def _wait_ahead(self) -> None:
+        if self._ahead is not None:
+            for read in self._ahead[3]:
+                read.exception()  # a read of a batch no one will ask for: let it finish
+            self._ahead = None
+
+    def close(self) -> None:
+        self._wait_ahead()
+        self._pool.shutdown(wait=True)
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def feed_for(
+    index: SampleIndex,
+    labels: np.ndarray,
+    *,
+    read_paths: tuple[str, ...] | None,
+    prefetch_queue_depth: int,
+    threads: int,
+) -> EpochFeed:
+    """The feed for `index`: shards when it is packed, else its files (or `read_paths`)."""
+    if index.locations is not None:
+        return ShardFeed(index.locations, labels, prefetch_queue_depth, threads)
+    return PathFeed(read_paths or index.paths, labels, prefetch_queue_depth)

@@ -1,0 +1,174 @@
+"""Every DALI graph the library builds for the GPU, defined with device_id=0 on every machine.
+
+Defining a pipeline checks operator names, arguments and GPU->CPU transitions without a GPU;
+only building it needs CUDA. A GPU graph that does not define once shipped untested and broke
+every GPU machine before its first batch: here, any definition error fails CI, and without CUDA
+the only error allowed is the missing GPU, raised at build as a clear BackendUnavailableError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from dali_loader import BackendUnavailableError, create_loader, pipeline
+from dali_loader.pipeline import build_or_explain, define_decode_probe, define_pipeline
+from dali_loader.spec import DTYPES, LoaderSpec
+
+from .conftest import write_index_folder
+
+# The spec fields that change the graph's structure, each varied over all its values below.
+VARIED = {"train", "rotate_degrees", "dtype", "channels_last"}
+# The fields that only change an operator's argument values, never which operators run.
+VALUES_ONLY = {
+    "batch_size",
+    "image_size",
+    "shuffle",
+    "drop_last",
+    "seed",
+    "scale",
+    "ratio",
+    "flip_prob",
+    "mean",
+    "std",
+    "shard_id",
+    "num_shards",
+}
+GRAPH_COMBOS = list(
+    itertools.product(
+        [True, False],  # train
+        [0.0, 15.0],  # rotate_degrees
+        DTYPES,
+        [False, True],  # channels_last
+        ["paths", "bytes"],  # the feed: image folders, packed shards
+        [True, False],  # decode (False: bench --feed-only)
+    )
+)
+
+
+def built_on_this_machine(pipe: Any) -> None:
+    """Build a defined GPU pipeline: it runs where CUDA is, and fails only for want of it."""
+    if torch.cuda.is_available():
+        build_or_explain(pipe)
+        return
+    with pytest.raises(BackendUnavailableError, match="CUDA"):
+        build_or_explain(pipe)
+
+
+def test_every_spec_field_is_covered_by_the_graph_combinations() -> None:
+    fields = {field.name for field in dataclasses.fields(LoaderSpec)}
+    assert fields == VARIED | VALUES_ONLY, (
+        "a LoaderSpec field was added or removed: vary it in GRAPH_COMBOS if it changes the "
+        "graph's operators, else list it in VALUES_ONLY"
+    )
+
+
+def test_every_graph_definer_is_tested() -> None:
+    definers = {name for name in dir(pipeline) if name.startswith("define_")}
+    assert definers == {"define_pipeline", "define_decode_probe"}, (
+        "a new DALI graph: define it with device_id=0 in this file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("train", "rotate", "dtype", "channels_last", "inputs", "decode"), GRAPH_COMBOS
+)
+def test_loader_graph_defines_on_the_gpu(
+    train: bool, rotate: float, dtype: str, channels_last: bool, inputs: Any, decode: bool
+) -> None:
+    spec = LoaderSpec(
+        batch_size=4, train=train, rotate_degrees=rotate, dtype=dtype, channels_last=channels_last
+    )
+    pipe = define_pipeline(
+        spec, lambda: None, inputs=inputs, device_id=0, num_threads=2, decode=decode
+    )
+    built_on_this_machine(pipe)
+
+
+def test_decode_probe_defines_on_the_gpu() -> None:
+    built_on_this_machine(define_decode_probe(device_id=0))
+
+
+def test_the_cpu_graphs_of_every_combination_build_and_run(tmp_path: Path) -> None:
+    """The same definitions with device_id=None build here: the combinations are real graphs."""
+    root = write_index_folder(tmp_path / "data", [2])
+    files = sorted(str(p) for p in root.rglob("*.jpg"))
+    names = np.array([f.encode() for f in files], dtype=np.bytes_)
+    by_kind = {
+        "paths": (
+            names.view(np.uint8).reshape(len(files), -1),
+            np.char.str_len(names).astype(np.int32)[:, None],
+            np.arange(2, dtype=np.int64),
+        ),
+        "bytes": ([np.fromfile(f, np.uint8) for f in files], np.arange(2, dtype=np.int64)),
+    }
+    for train, rotate, dtype, channels_last, inputs, decode in GRAPH_COMBOS:
+        spec = LoaderSpec(
+            batch_size=2,
+            image_size=(8, 8),
+            train=train,
+            rotate_degrees=rotate,
+            dtype=dtype,
+            channels_last=channels_last,
+        )
+        pipe = define_pipeline(
+            spec,
+            _returning(by_kind[inputs]),
+            inputs=inputs,
+            device_id=None,
+            num_threads=1,
+            decode=decode,
+        )
+        images, labels = build_or_explain(pipe).run()
+        assert np.array(labels.as_tensor()).tolist() == [0, 1]
+        if decode:
+            assert images.as_tensor().shape() == ([2, 8, 8, 3] if channels_last else [2, 3, 8, 8])
+
+
+def _returning(batch: Any) -> Any:
+    """A source without parameters (DALI passes one to a source that takes any)."""
+    return lambda: batch
+
+
+@pytest.fixture
+def cuda_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch believes there is one GPU; DALI, which asks the driver itself, finds none."""
+    if torch.cuda.is_available():
+        pytest.skip("a real GPU is here: the contract tests run backend='dali' for real")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Mocked GPU")
+
+
+def test_create_loader_dali_reaches_the_probe_build(tmp_path: Path, cuda_present: None) -> None:
+    """Factory -> check -> GPU decode probe: every step up to the probe's build runs."""
+    root = write_index_folder(tmp_path / "data", [3, 2])
+    with pytest.raises(BackendUnavailableError, match="cannot start a pipeline on GPU 0") as error:
+        create_loader(root, backend="dali", batch_size=2, image_size=16)
+    assert "define_decode_probe" not in str(error.value)
+    assert any(entry.name == "_dali_failures" for entry in error.traceback)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_create_loader_dali_reaches_the_loader_build(
+    tmp_path: Path, cuda_present: None, monkeypatch: pytest.MonkeyPatch, packed: bool
+) -> None:
+    """Factory -> check (the probe's verdict given) -> feed -> GPU loader graph -> build."""
+    from dali_loader import check
+    from dali_loader.pack import pack
+
+    root = write_index_folder(tmp_path / "data", [3, 2])
+    if packed:
+        root = pack(root, tmp_path / "packed", progress=False).parent
+    monkeypatch.setattr(check, "_dali_failures", lambda paths, device_id, progress: {})
+    with pytest.raises(BackendUnavailableError, match="cannot start a pipeline on GPU 0") as error:
+        create_loader(root, backend="dali", batch_size=2, image_size=16, rotate_degrees=10)
+    frames = [(Path(str(entry.path)).name, entry.name) for entry in error.traceback]
+    assert ("iterator.py", "__init__") in frames  # DaliLoader got as far as building its graph
