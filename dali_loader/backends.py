@@ -1,6 +1,7 @@
 """Which backends exist on this machine, and why "auto" picks the one it picks.
 
-Nothing here imports DALI: finding it installed is enough to offer it.
+Nothing here imports DALI: finding it installed is enough to offer it. Torch is imported where
+it is needed, so the command line starts without it (`dali-loader --help`).
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import BackendUnavailableError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("dali_loader")
 
@@ -28,13 +31,15 @@ def dali_installed() -> bool:
 
 
 def cuda_available() -> bool:
+    import torch
+
     return torch.cuda.is_available()
 
 
 def resolve_backend(requested: str) -> str:
     """The backend to build for `requested`; raises with the fix when it cannot run here."""
     if requested == "auto":
-        backend, why = _pick_auto()
+        backend, why = pick_auto()
         logger.info("backend='auto' chose %r: %s", backend, why)
         return backend
     if requested not in BACKENDS:
@@ -55,7 +60,10 @@ def resolve_backend(requested: str) -> str:
     return requested
 
 
-def _pick_auto() -> tuple[str, str]:
+def pick_auto() -> tuple[str, str]:
+    """The backend "auto" resolves to here, and why."""
+    import torch
+
     if not cuda_available():
         return "torchvision", "no CUDA GPU visible (torch.cuda.is_available() is False)"
     if not dali_installed():
@@ -64,12 +72,32 @@ def _pick_auto() -> tuple[str, str]:
 
 
 def default_num_threads() -> int:
-    """The cores this process may use: DALI's threads, or the fallback's workers."""
-    return max(1, len(os.sched_getaffinity(0)))
+    """DALI's threads or the fallback's workers per process: this rank's share of the cores.
+
+    Under torchrun every rank of a node sees every core; taking them all, 8 ranks would each
+    start a thread per core (and DALI's GPU decoder reserves memory per thread).
+    """
+    return max(1, len(os.sched_getaffinity(0)) // local_world_size())
+
+
+def local_world_size() -> int:
+    """Processes sharing this machine: torchrun's LOCAL_WORLD_SIZE; else, under an initialized
+    torch.distributed, as many as there are GPUs here (at most the world size); else 1."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    import torch
+
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
+        return max(1, min(dist.get_world_size(), torch.cuda.device_count()))
+    return 1
 
 
 def default_cuda_device() -> torch.device:
     """This process's GPU: LOCAL_RANK's under torchrun, else the current device."""
+    import torch
+
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and int(local_rank) < torch.cuda.device_count():
         return torch.device("cuda", int(local_rank))
@@ -88,5 +116,7 @@ def runnable_backends() -> list[str]:
 
 def synchronize(device: torch.device) -> None:
     """GPU work is asynchronous: wait for it before reading a clock."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)

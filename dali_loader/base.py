@@ -21,6 +21,7 @@ from .errors import ConfigError, DaliLoaderError, DatasetError
 from .index import SampleIndex
 from .sampler import check_shardable, epoch_order, num_batches, shard_batches
 from .spec import LoaderSpec
+from .stats import EpochStats, timed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -49,6 +50,7 @@ class BaseLoader:
         self._resume_at = 0  # batches of epoch `_epoch` already delivered before a restore
         self._position: tuple[int, int] | None = None  # (epoch, batches handed over) in a loop
         self._dataset_sha1: str | None = None
+        self._stats: EpochStats | None = None
         self.bad_files: dict[str, str] = {}  # skipped under on_bad_file="skip": path -> reason
         # When the files were checked (the factory sets it to the check's start): a read that
         # fails on a file changed since is the data's fault, and the error names the file.
@@ -94,8 +96,9 @@ class BaseLoader:
         self._epoch, self._resume_at = epoch + 1, 0
         batches = shard_batches(epoch_order(len(self.dataset), self.spec, epoch), self.spec)[start:]
         self._position = (epoch, start)
+        self._stats = EpochStats(epoch)
         try:
-            for batch in self._iter_epoch(batches, epoch):
+            for batch in timed(self._iter_epoch(batches, epoch), self._stats):
                 self._position = (epoch, self._position[1] + 1)  # counted when handed over
                 yield batch
         except DaliLoaderError:
@@ -112,6 +115,12 @@ class BaseLoader:
             traceback.clear_frames(error.__traceback__)
             raise DatasetError(changed_files_message(changed)) from error
         self._position = None
+
+    def stats(self) -> EpochStats | None:
+        """How long the training loop waited for data in the current (or last) epoch: is it
+        input-bound? Also logged at the end of each epoch on the "dali_loader" logger, as
+        "epoch 3: waited 12.3 s of 61.0 s for data (20%) ...". None before the first batch."""
+        return self._stats
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: small plain data (JSON-safe), for `load_state_dict`.

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 BASELINE = "baseline"
+# The DALI loader's host side alone: its feed and pipeline, decoding replaced by a no-op.
+FEED_ONLY = "dali-feed-only"
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Result:
     peak_rss_mb: float = 0.0
     pss_mb: float = 0.0  # after the timed epochs, the loader alive
     peak_gpu_mb: float | None = None
+    # CPU time of the training loop's thread per image, measured epochs only: the serial part.
+    loop_thread_us_per_image: float = 0.0
     ratio_to_baseline: float | None = None
     error: str | None = None
 
@@ -62,12 +66,13 @@ def run_case(case: Case) -> Result:
     loader = _build(case, device)
     result = Result(case=case)
     gpu_peak = 0.0
+    loop_thread_seconds = 0.0
     for epoch in range(case.epochs + 1):
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
-        epoch_start, seen = time.perf_counter(), 0
+        epoch_start, epoch_cpu, seen = time.perf_counter(), time.thread_time(), 0
         for images, labels in loader:
-            if images.device != device:  # the baseline's loop moves batches itself
+            if case.loader == BASELINE:  # the baseline's loop moves batches itself
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
             if seen == 0 and epoch == 0:
@@ -80,8 +85,10 @@ def run_case(case: Case) -> Result:
         synchronize(device)
         if epoch > 0:  # epoch 0 warms up: workers, caches, nvJPEG allocations
             result.epoch_seconds.append(time.perf_counter() - epoch_start)
+            loop_thread_seconds += time.thread_time() - epoch_cpu
         result.images_per_epoch = seen
     result.images_per_second = seen / statistics.median(result.epoch_seconds)
+    result.loop_thread_us_per_image = loop_thread_seconds / (seen * case.epochs) * 1e6
     result.pss_mb = _tree_pss_bytes(os.getpid()) / 2**20
     result.peak_gpu_mb = gpu_peak if device.type == "cuda" else None
     return result
@@ -94,6 +101,8 @@ def _build(case: Case, device: Any) -> Any:
 
     from .factory import create_loader
 
+    if case.loader == FEED_ONLY:
+        return _feed_only_loader(case)
     if case.loader != BASELINE:
         return create_loader(
             case.root,
@@ -121,6 +130,22 @@ def _build(case: Case, device: Any) -> Any:
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def _feed_only_loader(case: Case) -> Any:
+    """The DALI loader with decoding replaced by a no-op, on the CPU: what the host side of the
+    input path (the feed, DALI's file reads, the pipeline's own overhead) can deliver here."""
+    import torch
+
+    from .index import build_index
+    from .iterator import DaliLoader
+    from .pack import index_packed, is_packed
+    from .spec import LoaderSpec
+
+    index = index_packed(case.root) if is_packed(case.root) else build_index(case.root)
+    spec = LoaderSpec(batch_size=case.batch_size)
+    cpu = torch.device("cpu")
+    return DaliLoader(index, spec, cpu, num_threads=case.workers, decode=False)
 
 
 def measure(case: Case, timeout: float = 1800) -> Result:
@@ -248,14 +273,18 @@ def run(args: argparse.Namespace) -> int:
         make_image_folder(root, args.images)
     loaders = args.loaders or [BASELINE, *runnable_backends()]
     workers = args.workers or len(os.sched_getaffinity(0))
-    # The dataset check runs once per data set and is cached: pay it here, report it apart, so
-    # the first-batch times compare loaders, not a one-time scan.
-    check_seconds = _timed_check(root, probe_dali=any(x.startswith("dali") for x in loaders))
-    cases = [
-        Case(loader, str(root), rotate, args.batch_size, args.epochs, workers)
-        for rotate in args.rotate
-        for loader in loaders
-    ]
+    if args.feed_only:
+        cases = _feed_only_cases(root, args, workers)
+        check_seconds = None
+    else:
+        # The dataset check runs once per data set and is cached: pay it here, report it
+        # apart, so the first-batch times compare loaders, not a one-time scan.
+        check_seconds = _timed_check(root, loaders)
+        cases = [
+            Case(loader, str(root), rotate, args.batch_size, args.epochs, workers)
+            for rotate in args.rotate
+            for loader in loaders
+        ]
     results = []
     for case in tqdm(cases, desc="bench", unit="case"):
         results.append(measure(case))
@@ -286,6 +315,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'bench.json'}")
     _chart(results, report["machine"], out / "bench.png")
     return 1 if any(r.error for r in results) else 0
+
+
+def _feed_only_cases(root: Path, args: argparse.Namespace, workers: int) -> list[Case]:
+    """The input path alone over the folder, and over the same images packed (other reads)."""
+    from .errors import DaliLoaderError
+    from .pack import is_packed, pack
+
+    roots = [str(root)]
+    if not is_packed(root):
+        packed = Path(args.data_dir) / f"{root.name}-packed"
+        try:
+            roots.append(str(pack(root, packed, shard_size=256 << 20).parent))
+        except DaliLoaderError as error:
+            print(f"not measuring packed shards: {error}", file=sys.stderr)
+    return [Case(FEED_ONLY, r, 0.0, args.batch_size, args.epochs, workers) for r in roots]
 
 
 def run_memory_scaling(args: argparse.Namespace) -> int:
@@ -346,43 +390,57 @@ def run_memory_scaling(args: argparse.Namespace) -> int:
     return 1 if any(r["error"] for r in rows) else 0
 
 
-def _timed_check(root: Path, *, probe_dali: bool) -> float | None:
+def _timed_check(root: Path, loaders: list[str]) -> float | None:
+    """The check every case would otherwise start with, with each DALI decoder they use."""
     from .check import check_dataset
     from .errors import DaliLoaderError
 
+    probes = [
+        None if loader == "dali-cpu" else 0 for loader in loaders if loader in ("dali", "dali-cpu")
+    ]
     start = time.perf_counter()
     try:
-        check_dataset(root, probe_dali=probe_dali)
+        for device_id in probes or [None]:
+            check_dataset(root, probe_dali=bool(probes), device_id=device_id)
     except DaliLoaderError:
         return None  # every case will fail and say why
     return time.perf_counter() - start
 
 
+def _label(case: Case) -> str:
+    """The loader's name, and "(packed)" when it reads packed shards."""
+    packed = (Path(case.root) / "manifest.json").is_file()
+    return f"{case.loader} (packed)" if packed else case.loader
+
+
 def _line(result: Result) -> str:
     case = result.case
     if result.error:
-        return f"{case.loader:12s} rotate={case.rotate_degrees:g}: FAILED\n{result.error}"
+        return f"{_label(case):12s} rotate={case.rotate_degrees:g}: FAILED\n{result.error}"
     return (
-        f"{case.loader:12s} rotate={case.rotate_degrees:<4g} {result.images_per_second:8.0f} img/s"
-        f"  first batch {result.first_batch_seconds:5.2f} s  peak RSS {result.peak_rss_mb:6.0f} MB"
-        f"  PSS {result.pss_mb:6.0f} MB"
+        f"{_label(case):12s} rotate={case.rotate_degrees:<4g} "
+        f"{result.images_per_second:8.0f} img/s  first batch {result.first_batch_seconds:5.2f} s"
+        f"  loop thread {result.loop_thread_us_per_image:5.1f} us/img"
+        f"  peak RSS {result.peak_rss_mb:6.0f} MB  PSS {result.pss_mb:6.0f} MB"
     )
 
 
 def _table(results: list[Result]) -> str:
     rows = [
-        "| loader | rotate | img/s | vs baseline | first batch s | peak RSS MB | PSS MB | GPU MB |"
+        "| loader | rotate | img/s | vs baseline | first batch s | loop thread us/img "
+        "| peak RSS MB | PSS MB | GPU MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    rows.append("|---|---|---|---|---|---|---|---|")
     for r in results:
         if r.error:
-            rows.append(f"| {r.case.loader} | {r.case.rotate_degrees:g} | failed | | | | | |")
+            rows.append(f"| {_label(r.case)} | {r.case.rotate_degrees:g} | failed |||||||")
             continue
         ratio = f"{r.ratio_to_baseline:.2f}x" if r.ratio_to_baseline else ""
         gpu = f"{r.peak_gpu_mb:.0f}" if r.peak_gpu_mb is not None else ""
         rows.append(
-            f"| {r.case.loader} | {r.case.rotate_degrees:g} | {r.images_per_second:.0f} | {ratio} "
-            f"| {r.first_batch_seconds:.2f} | {r.peak_rss_mb:.0f} | {r.pss_mb:.0f} | {gpu} |"
+            f"| {_label(r.case)} | {r.case.rotate_degrees:g} | {r.images_per_second:.0f} "
+            f"| {ratio} | {r.first_batch_seconds:.2f} | {r.loop_thread_us_per_image:.1f} "
+            f"| {r.peak_rss_mb:.0f} | {r.pss_mb:.0f} | {gpu} |"
         )
     return "\n".join(rows)
 
@@ -400,7 +458,7 @@ def _chart(results: list[Result], info: dict[str, Any], path: Path) -> None:
     if not ok:
         return
     rotations = sorted({r.case.rotate_degrees for r in ok})
-    loaders = list(dict.fromkeys(r.case.loader for r in ok))
+    loaders = list(dict.fromkeys(_label(r.case) for r in ok))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / max(1, len(loaders))
     for k, loader in enumerate(loaders):
@@ -409,7 +467,7 @@ def _chart(results: list[Result], info: dict[str, Any], path: Path) -> None:
                 (
                     r.images_per_second
                     for r in ok
-                    if r.case.loader == loader and r.case.rotate_degrees == rot
+                    if _label(r.case) == loader and r.case.rotate_degrees == rot
                 ),
                 0.0,
             )
@@ -443,6 +501,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, help="workers/threads for every loader (cores)")
     parser.add_argument("--out", default="bench-out", help="folder for bench.json and bench.png")
+    parser.add_argument(
+        "--feed-only",
+        action="store_true",
+        help="instead: the DALI loader's host-side input path alone, decoding replaced by a "
+        "no-op, over the folder and over it packed: what a GPU could at most be fed here",
+    )
     parser.add_argument(
         "--memory-scaling",
         action="store_true",

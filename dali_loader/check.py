@@ -30,11 +30,9 @@ from tqdm import tqdm
 from .cache import cache_dir, file_stamp, write_atomic
 from .errors import ConfigError, DatasetError
 from .index import SampleIndex, Source, build_index
+from .spec import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger("dali_loader")
-
-# PIL's own default: above it, PIL warns of a decompression bomb.
-DEFAULT_MAX_PIXELS = 89_478_485
 
 # What DALI decodes exactly as PIL does: these formats, in these modes.
 _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}

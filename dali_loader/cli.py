@@ -1,4 +1,7 @@
-"""The `dali-loader` command: demo (and the tools that build on the loader)."""
+"""The `dali-loader` command: demo, check, pack, bench, preview, doctor.
+
+Each command imports what it needs when it runs: `dali-loader --help` starts without torch.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +15,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
-from .backends import synchronize
 from .bench import add_arguments as add_bench_arguments
-from .bench import run as run_bench
-from .check import DEFAULT_MAX_PIXELS, check_dataset
 from .errors import ConfigError, DaliLoaderError
-from .pack import index_packed, is_packed, pack
 from .preview import add_arguments as add_preview_arguments
-from .preview import run as run_preview
+from .spec import DEFAULT_MAX_PIXELS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,13 +63,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench", help="images/s of every backend against the plain DataLoader, in one run"
     )
     add_bench_arguments(bench)
-    bench.set_defaults(run=run_bench)
+    bench.set_defaults(run=_bench)
 
     grid = commands.add_parser(
         "preview", help="a PNG grid of augmented samples, one row per backend, same seed"
     )
     add_preview_arguments(grid)
-    grid.set_defaults(run=run_preview)
+    grid.set_defaults(run=_preview)
+
+    doctor = commands.add_parser(
+        "doctor", help="what this machine has (GPU, driver, DALI, /dev/shm) and what auto picks"
+    )
+    doctor.add_argument("--batch-size", type=int, default=256, help="for the /dev/shm estimate")
+    doctor.add_argument("--image-size", type=int, default=224, help="for the /dev/shm estimate")
+    doctor.set_defaults(run=_doctor)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -84,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .backends import synchronize
     from .factory import create_loader
     from .synthetic import make_image_folder
 
@@ -112,6 +119,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from .check import check_dataset
+    from .pack import index_packed, is_packed
+
     if is_packed(args.source):  # files were checked when packed: verify the shards instead
         index = index_packed(args.source)
         shards = len(index.locations.shards) if index.locations else 0
@@ -126,6 +136,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    from .pack import pack
+
     manifest = pack(
         args.source,
         args.out,
@@ -137,6 +149,26 @@ def _pack(args: argparse.Namespace) -> int:
     info = json.loads(manifest.read_text())
     print(f"packed {info['num_samples']} images in {len(info['shards'])} shards: {manifest}")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    return run(args)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from .preview import run
+
+    return run(args)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose, render
+
+    findings = diagnose(batch_size=args.batch_size, image_size=args.image_size)
+    print(render(findings))
+    return 1 if any(f.problem for f in findings) else 0
 
 
 def parse_size(text: str) -> int:

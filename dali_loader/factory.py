@@ -12,11 +12,11 @@ import torch
 
 from .backends import default_cuda_device, default_num_threads, resolve_backend
 from .base import TORCH_DTYPES, BaseLoader
-from .check import DEFAULT_MAX_PIXELS, CheckReport, apply_policy, check_dataset, check_policy
+from .check import CheckReport, apply_policy, check_dataset, check_policy
 from .errors import ConfigError
 from .index import Source, build_index
 from .pack import index_packed, is_packed
-from .spec import LoaderSpec
+from .spec import DEFAULT_MAX_PIXELS, LoaderSpec
 
 logger = logging.getLogger("dali_loader")
 
@@ -58,7 +58,8 @@ def create_loader(
         shuffle: a fresh uniform permutation each epoch; defaults to `train`.
         drop_last: drop the final partial batch, as DataLoader does.
         seed: with the epoch, fixes the order and the augmentation.
-        num_threads: DALI threads or DataLoader workers; default: the usable cores.
+        num_threads: DALI threads or DataLoader workers; default: this rank's share of the
+            usable cores (all of them in one process; under torchrun, cores / LOCAL_WORLD_SIZE).
         device: where batches land. Default: the local rank's GPU for "dali" (and for
             "torchvision" when CUDA is available), else the CPU.
         scale, ratio, flip_prob, rotate_degrees: torchvision's meanings (rotation angle uniform

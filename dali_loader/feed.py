@@ -155,10 +155,15 @@ class ShardFeed(EpochFeed):
 
     def _read_into(self, buffer: np.ndarray, offsets: np.ndarray, samples: np.ndarray) -> None:
         where, view = self._where, buffer.data
-        for start, i in zip(offsets.tolist(), samples.tolist(), strict=True):
-            size, shard = int(where.sizes[i]), int(where.shard_ids[i])
-            got = os.preadv(self._fd(shard), [view[start : start + size]], int(where.offsets[i]))
-            if got != size:
+        sizes = where.sizes[samples].tolist()
+        for start, size, shard, at in zip(
+            offsets.tolist(),
+            sizes,
+            where.shard_ids[samples].tolist(),
+            where.offsets[samples].tolist(),
+            strict=True,
+        ):
+            if os.preadv(self._fd(shard), [view[start : start + size]], at) != size:
                 raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
 
     def _fd(self, shard: int) -> int:

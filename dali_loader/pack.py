@@ -28,9 +28,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .cache import cache_dir, file_stamp, write_atomic
-from .check import DEFAULT_MAX_PIXELS, apply_policy, check_dataset, check_policy
+from .check import apply_policy, check_dataset, check_policy
 from .errors import DatasetError
 from .index import SampleIndex, Source, build_index
+from .spec import DEFAULT_MAX_PIXELS
 from .storage import ShardLocations
 
 FORMAT = "dali-loader/webdataset"

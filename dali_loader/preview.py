@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import torch
-from PIL import Image, ImageDraw
-from torchvision.utils import make_grid
+from typing import TYPE_CHECKING
 
 from .backends import BACKENDS, runnable_backends
-from .factory import create_loader
-from .spec import LoaderSpec
+
+if TYPE_CHECKING:
+    import torch
 
 LABEL_WIDTH = 150
 
@@ -54,6 +52,11 @@ def preview(
 def _first_batch(
     source: str, backend: str, samples: int, size: int, rotate: float, seed: int, *, train: bool
 ) -> torch.Tensor:
+    import torch
+
+    from .factory import create_loader
+    from .spec import LoaderSpec
+
     loader = create_loader(
         source,
         batch_size=samples,
@@ -73,6 +76,10 @@ def _first_batch(
 
 
 def _save(rows: list[tuple[str, torch.Tensor]], output: Path, size: int) -> Path:
+    import torch
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
+
     pad = 4
     strips = [make_grid(images, nrow=len(images), padding=pad, pad_value=1.0) for _, images in rows]
     width = LABEL_WIDTH + max(strip.shape[2] for strip in strips)

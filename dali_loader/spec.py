@@ -13,6 +13,9 @@ from .errors import ConfigError
 
 DTYPES = ("float32", "float16", "bfloat16")
 
+# Images with more pixels are bad files (decompression bombs): PIL's own warning limit.
+DEFAULT_MAX_PIXELS = 89_478_485
+
 # Eval resizes the shorter side to image_size / EVAL_CROP_FRACTION, then center-crops: 224 -> 256.
 EVAL_CROP_FRACTION = 0.875
 

@@ -151,3 +151,47 @@ def test_memory_scaling_smoke_run(tmp_path: Path) -> None:
     ]
     assert all(r["error"] is None and r["peak_rss_mb"] > 50 for r in rows)
     assert rows[2]["data_mb"] > 9 * rows[0]["data_mb"]
+
+
+def test_bench_feed_only_measures_the_input_path_of_a_folder_and_its_shards(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    args = ["bench", "--feed-only", "--images", "12", "--data-dir", str(tmp_path)]
+    assert main([*args, "--epochs", "1", "--batch-size", "4", "--out", str(out)]) == 0
+    results = json.loads((out / "bench.json").read_text())["results"]
+    assert [r["case"]["loader"] for r in results] == ["dali-feed-only", "dali-feed-only"]
+    assert [Path(r["case"]["root"]).name for r in results] == ["bench-12", "bench-12-packed"]
+    for r in results:
+        assert r["error"] is None
+        assert r["images_per_epoch"] == 12 and r["images_per_second"] > 0
+        assert r["loop_thread_us_per_image"] > 0
+
+
+def test_doctor_says_what_the_machine_has_and_what_auto_picks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import nvidia.dali
+    import torch
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"0 {nvidia.dali.__version__}" in out and "nvidia-dali-cuda1" in out
+    assert "/dev/shm" in out and "GiB free" in out
+    if not torch.cuda.is_available():
+        assert "GPU             none visible to torch" in out
+        assert "backend='auto'  torchvision: no CUDA GPU visible" in out
+
+
+def test_help_starts_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dali_loader.cli as cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'PIL', 'numpy', 'nvidia.dali') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

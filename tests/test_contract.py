@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -211,3 +212,24 @@ def test_rotation_is_applied_when_asked(tmp_path: Path, backend: str) -> None:
     assert not black_corner(straight).any()
     # |angle| > ~4 degrees already blackens the corner pixel: nearly every sample when d=45.
     assert black_corner(turned).float().mean() > 0.75
+
+
+def test_stats_say_how_long_the_loop_waited_for_data(
+    small_folder: Path, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    loader = make(small_folder, backend)
+    assert loader.stats() is None
+    with caplog.at_level(logging.INFO, logger="dali_loader"):
+        for _ in loader:
+            time.sleep(0.02)  # the training step: time the loop holds the batch
+    stats = loader.stats()
+    assert (stats.epoch, stats.batches, stats.finished) == (0, len(loader), True)
+    assert stats.held_s >= 0.02 * len(loader)
+    assert 0 < stats.first_batch_s <= stats.waited_s < stats.elapsed_s
+    line = f"epoch 0: waited {stats.waited_s:.1f} s of {stats.elapsed_s:.1f} s for data ("
+    assert any(line in record.getMessage() for record in caplog.records)
+    for _ in loader:
+        break
+    stats = loader.stats()
+    assert (stats.epoch, stats.batches, stats.finished) == (1, 1, False)
+    assert "left early" in str(stats)

@@ -33,7 +33,9 @@ def test_two_ranks_share_every_epoch_exactly(
         data = pack(data, tmp_path / "packed", shard_size=8 << 10, progress=False).parent
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # Prepended, not replaced: DALI staged on PYTHONPATH (the GPU proof) must reach the ranks.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
             sys.executable,

@@ -93,7 +93,7 @@ def test_auto_picks_and_logs_why(
     assert "backend='auto' chose 'torchvision': no CUDA GPU visible" in caplog.text
     monkeypatch.setattr(backends, "cuda_available", lambda: True)
     monkeypatch.setattr(backends, "dali_installed", lambda: False)
-    chosen, why = backends._pick_auto()
+    chosen, why = backends.pick_auto()
     assert chosen == "torchvision"
     assert "CUDA is available but DALI is not installed" in why
 
