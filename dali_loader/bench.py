@@ -59,6 +59,11 @@ def run_case(case: Case) -> Result:
     """Time one case in this process (the subprocess side)."""
     import torch
 
+    # Imported before the clock starts, as a training script has them by its first batch.
+    import torchvision.datasets
+    import torchvision.transforms  # noqa: F401
+
+    from . import factory, iterator  # noqa: F401
     from .backends import synchronize
 
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
