@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .factory import create_loader
     from .index import SampleIndex, build_index
     from .iterator import DaliLoader
-    from .pack import pack
+    from .packing import pack
     from .spec import LoaderSpec
     from .stats import EpochStats
 
@@ -32,7 +32,7 @@ _LAZY = {
     "SampleIndex": "dali_loader.index",
     "build_index": "dali_loader.index",
     "DaliLoader": "dali_loader.iterator",
-    "pack": "dali_loader.pack",
+    "pack": "dali_loader.packing",
     "LoaderSpec": "dali_loader.spec",
     "EpochStats": "dali_loader.stats",
     # The fallback package builds on this one, so it is imported on first use too.

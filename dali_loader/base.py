@@ -6,8 +6,6 @@ order, the epoch counter and `len()` live here, so no backend can disagree on th
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 import traceback
 from collections.abc import Iterator
@@ -49,8 +47,8 @@ class BaseLoader:
         self._epoch = 0
         self._resume_at = 0  # batches of epoch `_epoch` already delivered before a restore
         self._position: tuple[int, int] | None = None  # (epoch, batches handed over) in a loop
-        self._dataset_sha1: str | None = None
         self._stats: EpochStats | None = None
+        self._live: object | None = None  # the token of the iterator now delivering
         self.bad_files: dict[str, str] = {}  # skipped under on_bad_file="skip": path -> reason
         # When the files were checked (the factory sets it to the check's start): a read that
         # fails on a file changed since is the data's fault, and the error names the file.
@@ -97,10 +95,22 @@ class BaseLoader:
         batches = shard_batches(epoch_order(len(self.dataset), self.spec, epoch), self.spec)[start:]
         self._position = (epoch, start)
         self._stats = EpochStats(epoch)
+        self._live = live = object()  # an older iterator still held is superseded from now on
         try:
             for batch in timed(self._iter_epoch(batches, epoch), self._stats):
                 self._position = (epoch, self._position[1] + 1)  # counted when handed over
                 yield batch
+                if self._live is not live:
+                    raise ConfigError(
+                        "this iterator over the loader was superseded: a newer iter(loader) "
+                        f"started another epoch while it was in epoch {epoch}. A "
+                        "loader delivers one epoch at a time, as its backend's workers and "
+                        "pipeline are one; create a second loader to read two streams at once"
+                    )
+        except GeneratorExit:  # the loop broke out: the next loop starts the next epoch
+            if self._live is live:
+                self._position = None
+            raise
         except DaliLoaderError:
             raise
         except Exception as error:  # a worker's or DALI's: did a file change since the check?
@@ -184,15 +194,7 @@ class BaseLoader:
         }
 
     def _fingerprint(self) -> dict[str, Any]:
-        """Which samples, in which order, with which labels; robust to moving the root."""
-        if self._dataset_sha1 is None:
-            digest = hashlib.sha1("\0".join(self.dataset.classes).encode())
-            root = self.dataset.root
-            for path, label in zip(self.dataset.paths, self.dataset.labels, strict=True):
-                name = os.path.relpath(path, root) if root else path
-                digest.update(f"\0{name}\0{label}".encode("utf-8", "surrogateescape"))
-            self._dataset_sha1 = digest.hexdigest()
-        return {"samples": len(self.dataset), "sha1": self._dataset_sha1}
+        return {"samples": len(self.dataset), "sha1": self.dataset.sha1}
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
         raise NotImplementedError

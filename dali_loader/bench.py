@@ -144,7 +144,7 @@ def _feed_only_loader(case: Case) -> Any:
 
     from .index import build_index
     from .iterator import DaliLoader
-    from .pack import index_packed, is_packed
+    from .packing import index_packed, is_packed
     from .spec import LoaderSpec
 
     index = index_packed(case.root) if is_packed(case.root) else build_index(case.root)
@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
 def _feed_only_cases(root: Path, args: argparse.Namespace, workers: int) -> list[Case]:
     """The input path alone over the folder, and over the same images packed (other reads)."""
     from .errors import DaliLoaderError
-    from .pack import is_packed, pack
+    from .packing import is_packed, pack
 
     roots = [str(root)]
     if not is_packed(root):
@@ -343,7 +343,7 @@ def run_memory_scaling(args: argparse.Namespace) -> int:
 
     from .backends import runnable_backends
     from .index import build_index
-    from .pack import pack
+    from .packing import pack
     from .synthetic import make_image_folder
 
     folder = make_image_folder(Path(args.data_dir) / f"bench-{args.images}", args.images)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .cache import cache_dir, file_stamp, write_atomic
 from .errors import ConfigError, DatasetError
+from .imaging import rgb8
 from .index import SampleIndex, Source, build_index
 from .spec import DEFAULT_MAX_PIXELS
 
@@ -37,7 +38,7 @@ logger = logging.getLogger("dali_loader")
 # What DALI decodes exactly as PIL does: these formats, in these modes.
 _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
-_CACHE_VERSION = 2  # 2: a verdict per DALI decoder (dali_cpu, dali_gpu)
+_CACHE_VERSION = 3  # 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime
 # Probe pipelines at once: each holds a decoder (on a GPU, its own memory), and decoding one
 # small file at a time is bound by the pipeline's own overhead, not the cores.
 _PROBE_THREADS = 8
@@ -141,14 +142,21 @@ def check_dataset(
             report.converted[path] = verdict["reason"]
             report.copies[path] = _converted_copy(path, verdict["stamp"])
     if use_cache:
-        _save_cache(cache_file, verdicts)
+        try:
+            _save_cache(cache_file, verdicts)
+        except OSError as error:  # a full disk, say: the verdicts are only not kept
+            logger.warning(
+                "dali_loader: cannot save the check's verdicts to %s: %s", cache_file, error
+            )
     return report
 
 
 def changed_since_check(files: list[str], checked_ns: int) -> list[str]:
     """Those of `files` modified (or gone) after the check started at `checked_ns`
     (`time.time_ns()`): a read of them that fails mid-epoch is the data's fault, not a bug."""
-    return [path for path in files if (stamp := file_stamp(path)) is None or stamp[1] > checked_ns]
+    return [
+        path for path in files if (stamp := file_stamp(path)) is None or max(stamp[1:]) > checked_ns
+    ]
 
 
 def changed_files_message(changed: list[str]) -> str:
@@ -238,14 +246,15 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
                 return verdict
             image_format, mode = image.format, image.mode
             image.load()
+            rgb8(ImageOps.exif_transpose(image))  # what the backends deliver: must not fail
     except PermissionError:
         verdict["reason"] = "permission denied: make the file readable"
         return verdict
     except UnidentifiedImageError:
         verdict["reason"] = "not an image (unrecognized content: HTML, text or another format?)"
         return verdict
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        verdict["reason"] = f"cannot be decoded: {error}"
+    except Exception as error:  # any failure on one file makes that file bad, never the check
+        verdict["reason"] = f"cannot be decoded: {type(error).__name__}: {error}"
         return verdict
     if image_format not in _DALI_FORMATS or mode not in _DALI_MODES:
         verdict["status"] = "convert"
@@ -320,16 +329,28 @@ def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> d
 
 
 def _converted_copy(path: str, stamp: list[int]) -> str:
-    """A lossless PNG of PIL's RGB decode (EXIF orientation applied), made once."""
+    """A lossless PNG of the RGB every backend delivers (`imaging.rgb8`, EXIF orientation
+    applied), made once."""
     key = hashlib.sha1(f"{os.path.abspath(path)}|{stamp}".encode()).hexdigest()
     copy = cache_dir() / "converted" / f"{key}.png"
-    if not copy.exists():
+    if copy.exists():
+        return str(copy)
+    with Image.open(path) as image:
+        rgb = rgb8(ImageOps.exif_transpose(image))
+    try:
         copy.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as image:
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
         with tempfile.NamedTemporaryFile(dir=copy.parent, suffix=".png", delete=False) as tmp:
-            rgb.save(tmp, "PNG", compress_level=1)
+            try:
+                rgb.save(tmp, "PNG", compress_level=1)
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
         os.replace(tmp.name, copy)
+    except OSError as error:
+        raise DatasetError(
+            f"cannot write the copy of {path} that DALI reads to {copy.parent}: {error}. Free "
+            "space there, or set DALI_LOADER_CACHE to a writable folder with room"
+        ) from error
     return str(copy)
 
 

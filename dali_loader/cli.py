@@ -31,7 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="generate a small image folder and iterate it with the best backend here"
     )
     demo.add_argument(
-        "--root", type=Path, help="image folder to use or create (default: a temp dir)"
+        "--root",
+        type=Path,
+        help="an image folder to read, or an empty or new folder to generate images in "
+        "(default: a temp dir)",
     )
     demo.add_argument("--images", type=int, default=512, help="images to generate (default 512)")
     demo.add_argument("--backend", default="auto", help="auto, dali, dali-cpu or torchvision")
@@ -96,7 +99,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="dali-loader-demo-") as scratch:
         root = args.root or Path(scratch) / "images"
-        make_image_folder(root, args.images)
+        if root.is_dir() and any(root.iterdir()):  # the user's own folder: read, never written
+            print(f"using the images already in {root}")
+        else:
+            make_image_folder(root, args.images)
         loader = create_loader(root, batch_size=args.batch_size, backend=args.backend)
         print(
             f"backend: {loader.backend} on {loader.device}; {len(loader.dataset)} images, "
@@ -120,7 +126,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from .check import check_dataset
-    from .pack import index_packed, is_packed
+    from .packing import index_packed, is_packed
 
     if is_packed(args.source):  # files were checked when packed: verify the shards instead
         index = index_packed(args.source)
@@ -136,7 +142,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from .pack import pack
+    from .packing import pack
 
     manifest = pack(
         args.source,

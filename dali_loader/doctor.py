@@ -119,18 +119,15 @@ def _dali() -> list[Finding]:
     return found
 
 
-def shm_needed(workers: int, batch_size: int, image_size: int) -> int:
-    """Bytes of /dev/shm the torchvision backend's batch slots take: 2 * workers + 1 slots."""
-    return (2 * workers + 1) * batch_size * 3 * image_size * image_size
-
-
 def _shm(batch_size: int, image_size: int) -> Finding:
     try:
         usage = shutil.disk_usage("/dev/shm")
     except OSError:
         return Finding("/dev/shm", "missing: the torchvision backend's workers need it", True)
+    from fallback.buffers import slot_count
+
     workers = default_num_threads()
-    needed = shm_needed(workers, batch_size, image_size)
+    needed = slot_count(workers) * batch_size * 3 * image_size * image_size
     enough = usage.free >= needed
     advice = "" if enough else f"; give it more (docker run --shm-size={needed / 2**30 + 1:.0f}g)"
     return Finding(

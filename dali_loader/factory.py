@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -13,9 +14,10 @@ import torch
 from .backends import default_cuda_device, default_num_threads, resolve_backend
 from .base import TORCH_DTYPES, BaseLoader
 from .check import CheckReport, apply_policy, check_dataset, check_policy
-from .errors import ConfigError
-from .index import Source, build_index
-from .pack import index_packed, is_packed
+from .errors import ConfigError, DatasetError
+from .index import SampleIndex, Source, build_index
+from .packing import index_packed, is_packed
+from .sampler import num_batches
 from .spec import DEFAULT_MAX_PIXELS, LoaderSpec
 
 logger = logging.getLogger("dali_loader")
@@ -95,10 +97,17 @@ def create_loader(
         num_shards=num_shards,
     )
     threads = default_num_threads() if num_threads is None else num_threads
-    if threads < 0 or (threads == 0 and chosen != "torchvision"):
+    if (
+        not isinstance(threads, numbers.Integral)
+        or isinstance(threads, bool)
+        or threads < 0
+        or (threads == 0 and chosen != "torchvision")
+    ):
         raise ConfigError(
-            f"num_threads must be positive (0 means no workers, torchvision only), got {threads}"
+            f"num_threads must be a positive integer (0 means no workers, torchvision only), "
+            f"got {threads!r}"
         )
+    threads = int(threads)
     target = _resolve_device(chosen, device)
     checked_ns = time.time_ns()
     if isinstance(source, (str, os.PathLike)) and is_packed(source):
@@ -115,6 +124,7 @@ def create_loader(
                 progress=shard_id == 0,
             )
         index = apply_policy(index, report, on_bad_file)
+    _refuse_disagreeing_ranks(index)
     logger.info(
         "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
         chosen,
@@ -128,13 +138,17 @@ def create_loader(
     if chosen == "torchvision":
         from fallback import TorchvisionLoader
 
-        loader = TorchvisionLoader(index, spec, target, num_workers=threads)
+        # More workers than an epoch has batches would only idle (each one a process).
+        workers = min(threads, num_batches(len(index), spec))
+        loader = TorchvisionLoader(index, spec, target, num_workers=workers)
     else:
         from .iterator import DaliLoader
 
         read_paths = (
             tuple(report.copies.get(path, path) for path in index.paths) if report.copies else None
         )
+        # DALI's threads work on the samples of one batch: more would only idle.
+        threads = min(threads, spec.batch_size)
         loader = DaliLoader(index, spec, target, num_threads=threads, read_paths=read_paths)
     loader.bad_files = dict(report.bad)
     loader._checked_ns = checked_ns
@@ -159,6 +173,28 @@ def _rank_zero_first() -> Iterator[None]:
         dist.barrier()
 
 
+def _refuse_disagreeing_ranks(index: SampleIndex) -> None:
+    """Under torch.distributed every rank must deal from the same sample list, else shards
+    overlap and miss samples without a word: compare them, refuse any difference."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    seen: list[tuple[int, str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, (len(index), index.sha1))
+    if len(set(seen)) == 1:
+        return
+    ranks = "; ".join(
+        f"rank {rank}: {entry[0]} samples ({entry[1][:12]})"
+        for rank, entry in enumerate(seen)
+        if entry is not None
+    )
+    raise DatasetError(
+        f"the ranks see different data sets ({ranks}): files were added, removed or changed "
+        "while they listed them, or their sources differ. Every rank must read the same "
+        "samples; create the loaders again once the data set is still"
+    )
+
+
 def _resolve_shard(shard_id: int | None, num_shards: int | None) -> tuple[int, int]:
     if (shard_id is None) != (num_shards is None):
         raise ConfigError(
@@ -174,8 +210,10 @@ def _resolve_shard(shard_id: int | None, num_shards: int | None) -> tuple[int, i
 
 
 def _resolve_device(backend: str, device: str | int | torch.device | None) -> torch.device:
+    if device is not None:
+        device = _parse_device(device)
     if backend == "dali-cpu":
-        if device is not None and torch.device(device).type != "cpu":
+        if device is not None and device.type != "cpu":
             raise ConfigError(
                 f"backend='dali-cpu' delivers CPU tensors, got device={device!r}; use "
                 "backend='dali' for batches on the GPU"
@@ -185,7 +223,7 @@ def _resolve_device(backend: str, device: str | int | torch.device | None) -> to
         if backend == "dali" or torch.cuda.is_available():
             return default_cuda_device()
         return torch.device("cpu")
-    target = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    target = device
     if backend == "dali" and target.type != "cuda":
         raise ConfigError(
             f"backend='dali' delivers GPU tensors, got device={device!r}; pass a CUDA device or "
@@ -199,6 +237,24 @@ def _resolve_device(backend: str, device: str | int | torch.device | None) -> to
     return target
 
 
+def _parse_device(device: str | int | torch.device) -> torch.device:
+    """A CPU or CUDA device from what torch accepts; anything else is a ConfigError."""
+    try:
+        if isinstance(device, numbers.Integral) and not isinstance(device, bool):
+            target = torch.device("cuda", int(device))
+        else:
+            target = torch.device(device)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"device={device!r} is not a device: pass 'cpu', 'cuda', 'cuda:1' or a GPU index"
+        ) from error
+    if target.type not in ("cpu", "cuda"):
+        raise ConfigError(
+            f"device={device!r}: batches can land on the CPU or a CUDA GPU, not on {target.type!r}"
+        )
+    return target
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     for name, candidate in TORCH_DTYPES.items():
         if candidate == dtype:
@@ -209,24 +265,27 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    if (
-        not isinstance(image_size, Sequence)
-        or len(image_size) != 2
-        or not all(isinstance(side, int) for side in image_size)
-    ):
+    """(height, width) from an int or a pair; LoaderSpec checks that they are integers."""
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+        return int(image_size), int(image_size)
+    if not isinstance(image_size, Sequence) or len(image_size) != 2:
         raise ConfigError(f"image_size is an int or a (height, width) pair, got {image_size!r}")
     return image_size[0], image_size[1]
 
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
-    if len(value) != 2:
+    """A pair; LoaderSpec checks that its values are numbers."""
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
         raise ConfigError(f"{name} must be a (min, max) pair, got {value!r}")
-    return float(value[0]), float(value[1])
+    return value[0], value[1]
 
 
 def _triple(value: Sequence[float], name: str) -> tuple[float, float, float]:
-    if len(value) != 3:
+    """One value per channel; LoaderSpec checks that they are numbers."""
+    try:
+        values = list(value.tolist() if hasattr(value, "tolist") else value)  # tensor, array
+    except TypeError:
+        values = []
+    if isinstance(value, str) or len(values) != 3:
         raise ConfigError(f"{name} needs one value per RGB channel, got {value!r}")
-    return float(value[0]), float(value[1]), float(value[2])
+    return values[0], values[1], values[2]

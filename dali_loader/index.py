@@ -6,11 +6,14 @@ The folder walk is torchvision's own (`find_classes`, `make_dataset`), so `class
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
@@ -20,7 +23,8 @@ from .errors import DatasetError
 if TYPE_CHECKING:
     from .storage import ShardLocations
 
-Source = Union[str, "os.PathLike[str]", tuple[Sequence[str], Sequence[int]]]
+# A folder, or (paths, labels): sequences, numpy arrays, torch tensors or pandas columns.
+Source = Union[str, "os.PathLike[str]", tuple[Sequence[Any], Sequence[Any]]]
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,15 @@ class SampleIndex:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @functools.cached_property
+    def sha1(self) -> str:
+        """Which samples, in which order, with which labels; the same wherever the root is."""
+        digest = hashlib.sha1("\0".join(self.classes).encode())
+        for path, label in zip(self.paths, self.labels, strict=True):
+            name = os.path.relpath(path, self.root) if self.root else path
+            digest.update(f"\0{name}\0{label}".encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
     def files(self, samples: np.ndarray) -> list[str]:
         """The files on disk that hold these samples: their own files, or their shards."""
         if self.locations is None:
@@ -49,7 +62,7 @@ def build_index(source: Source) -> SampleIndex:
     """Index an ImageFolder-style root directory, or explicit `(paths, labels)` sequences."""
     if isinstance(source, (str, os.PathLike)):
         return index_folder(source)
-    if isinstance(source, tuple) and len(source) == 2:
+    if isinstance(source, (tuple, list)) and len(source) == 2:
         return index_pairs(*source)
     raise DatasetError(
         "source must be an image folder root or a (paths, labels) pair, "
@@ -67,9 +80,17 @@ def index_folder(root: str | os.PathLike[str]) -> SampleIndex:
             f"dataset root {str(root)!r} is not a directory; pass the folder that holds one "
             "sub-folder per class"
         )
+    _refuse_repeated_folders(root)
     try:
         classes, class_to_idx = find_classes(root)
     except FileNotFoundError:
+        from .packing import PLAN
+
+        if (root / PLAN).is_file():
+            raise DatasetError(
+                f"{str(root)!r} holds an unfinished `dali-loader pack` (no manifest yet): "
+                "rerun the same pack command to finish it"
+            ) from None
         raise DatasetError(
             f"dataset root {str(root)!r} has no class folders; lay it out as "
             "root/<class_name>/<image>.jpg, one sub-folder per class"
@@ -92,23 +113,56 @@ def index_folder(root: str | os.PathLike[str]) -> SampleIndex:
 
 
 def index_pairs(paths: Sequence[str], labels: Sequence[int]) -> SampleIndex:
-    """Index explicit samples; classes are then the label values as strings, "0" .. str(max)."""
+    """Index explicit samples; classes are then the label values as strings, "0" .. str(max).
+
+    Paths and labels may be lists, numpy arrays, torch tensors or pandas columns.
+    """
+    paths, labels = _as_list(paths), _as_list(labels)
     if len(paths) != len(labels):
         raise DatasetError(
             f"got {len(paths)} paths but {len(labels)} labels; pass one label per path"
         )
     if not paths:
         raise DatasetError("the (paths, labels) source is empty; pass at least one sample")
-    bad = [label for label in labels if not isinstance(label, int) or label < 0]
+    bad = [
+        label
+        for label in labels
+        if not isinstance(label, numbers.Integral) or isinstance(label, bool) or label < 0
+    ]
     if bad:
         raise DatasetError(
             f"labels must be non-negative integers, got {bad[0]!r}; map class names to "
             "0 .. num_classes - 1 first"
         )
-    classes = tuple(str(i) for i in range(max(labels) + 1))
+    not_paths = [p for p in paths if not isinstance(p, (str, os.PathLike))]
+    if not_paths:
+        raise DatasetError(f"paths must be strings or path objects, got {not_paths[0]!r}")
+    classes = tuple(str(i) for i in range(int(max(labels)) + 1))
     return SampleIndex(
         paths=tuple(os.fspath(p) for p in paths),
         labels=tuple(int(label) for label in labels),
         classes=classes,
         class_to_idx={name: i for i, name in enumerate(classes)},
     )
+
+
+def _as_list(values: Sequence[Any]) -> list[Any]:
+    """A list of Python values from a list, tuple, numpy array, torch tensor or pandas column."""
+    tolist = getattr(values, "tolist", None)
+    return list(tolist() if callable(tolist) else values)
+
+
+def _refuse_repeated_folders(root: Path) -> None:
+    """A folder reached twice through symbolic links (a link loop, or two links to one folder)
+    would repeat its images in every epoch: refuse it, naming both places."""
+    seen: dict[str, str] = {}
+    for folder, _, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            loop = Path(folder).is_relative_to(seen[real])
+            raise DatasetError(
+                f"{folder} is the folder {seen[real]} again, through a symbolic link"
+                f"{' loop' if loop else ''}: its images would be read "
+                f"{'over and over' if loop else 'twice'}. Remove the link, or make it a copy."
+            )
+        seen[real] = folder

@@ -24,7 +24,7 @@ from nvidia.dali.pipeline import Pipeline
 
 from .errors import BackendUnavailableError
 from .feed import InputKind
-from .spec import LoaderSpec
+from .spec import SEED_LIMIT, LoaderSpec
 
 Source = Callable[[], Any]
 
@@ -63,7 +63,7 @@ def define_pipeline(
         batch_size=spec.batch_size,
         num_threads=num_threads,
         device_id=device_id,
-        seed=spec.seed * 1000 + spec.shard_id + 1,
+        seed=(spec.seed * 1000 + spec.shard_id + 1) % SEED_LIMIT,
         prefetch_queue_depth=prefetch_queue_depth,
     )
     with pipe:

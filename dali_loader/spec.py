@@ -7,7 +7,12 @@ neither torch nor DALI: it is plain data, validated once on creation.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -15,6 +20,9 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 # Images with more pixels are bad files (decompression bombs): PIL's own warning limit.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+# Seeds are drawn from with torch (seed + epoch) and DALI (64-bit): below 2**63 both take them.
+SEED_LIMIT = 2**63
 
 # Eval resizes the shorter side to image_size / EVAL_CROP_FRACTION, then center-crops: 224 -> 256.
 EVAL_CROP_FRACTION = 0.875
@@ -49,11 +57,11 @@ class LoaderSpec:
     num_shards: int = 1
 
     def __post_init__(self) -> None:
+        self._normalize_types()
+        _check(self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size}")
         _check(
-            isinstance(self.batch_size, int)
-            and not isinstance(self.batch_size, bool)
-            and self.batch_size > 0,
-            f"batch_size must be a positive integer, got {self.batch_size!r}",
+            0 <= self.seed < SEED_LIMIT,
+            f"seed must be an integer in [0, 2**63), got {self.seed}",
         )
         height, width = self.image_size
         _check(
@@ -101,6 +109,29 @@ class LoaderSpec:
             f"num_shards={self.num_shards}",
         )
 
+    def _normalize_types(self) -> None:
+        """Integers, numbers and flags as Python's own types (numpy's are welcome), or a
+        ConfigError naming the field: a float seed or a bool size is a mistake, not a value."""
+        for name in ("batch_size", "seed", "shard_id", "num_shards"):
+            object.__setattr__(self, name, _integer(name, getattr(self, name)))
+        for name in ("flip_prob", "rotate_degrees"):
+            object.__setattr__(self, name, _number(name, getattr(self, name)))
+        for name in ("image_size", "scale", "ratio", "mean", "std"):
+            values = getattr(self, name)
+            _check(
+                isinstance(values, (tuple, list)),
+                f"{name} must be a tuple of numbers, got {values!r}",
+            )
+            convert = _integer if name == "image_size" else _number
+            object.__setattr__(self, name, tuple(convert(name, v) for v in values))
+        for name in ("train", "shuffle", "drop_last", "channels_last"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, (bool, np.bool_, numbers.Integral)) and value in (0, 1),
+                f"{name} must be True or False, got {value!r}",
+            )
+            object.__setattr__(self, name, bool(value))
+
     @property
     def resize_size(self) -> int:
         """The shorter side before the eval center crop (256 for 224)."""
@@ -117,6 +148,22 @@ class LoaderSpec:
         """`std` on the 0..255 scale that uint8 pixels use."""
         r, g, b = (s * 255.0 for s in self.std)
         return r, g, b
+
+
+def _integer(name: str, value: object) -> int:
+    _check(
+        isinstance(value, numbers.Integral) and not isinstance(value, bool),
+        f"{name} must be an integer, got {value!r}",
+    )
+    return operator.index(cast(numbers.Integral, value))
+
+
+def _number(name: str, value: object) -> float:
+    _check(
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
+        f"{name} must be a finite number, got {value!r}",
+    )
+    return float(cast(numbers.Real, value))
 
 
 def _check(ok: bool, message: str) -> None:

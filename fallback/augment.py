@@ -31,6 +31,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 
+from dali_loader.imaging import rgb8
 from dali_loader.spec import LoaderSpec
 
 try:
@@ -125,7 +126,7 @@ def _draft(image: Image.Image, params: SampleParams, spec: LoaderSpec) -> bool:
 def _to_rgb(image: Image.Image, orientation: int) -> Image.Image:
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return rgb8(image)
 
 
 def _train(

@@ -14,21 +14,35 @@ main process's from 0.139 to 0.008, of ~1.5 ms of CPU a sample in all:
 
 from __future__ import annotations
 
+import math
+import shutil
 import weakref
 
 import numpy as np
 import torch
 
+from dali_loader.errors import ConfigError
+
+
+def slot_count(workers: int, prefetch_factor: int = 2) -> int:
+    """Batch slots the loader needs: a DataLoader sends batch j + prefetch_factor * workers to
+    a worker when it hands batch j over, so one slot more than that is never written while it
+    is being read."""
+    return prefetch_factor * workers + 1
+
 
 def shared_slots(count: int, batch_shape: tuple[int, ...], *, shared: bool) -> torch.Tensor:
     """uint8 (count, *batch_shape); in shared memory when `shared`, left unwritten either way.
 
-    Pages are taken when first written, so slots cost memory only once workers fill them.
+    Pages are taken when first written, so slots cost memory only once workers fill them; a
+    /dev/shm too small to hold them all is refused here, before any worker starts (else a
+    worker dies of SIGBUS on a page it cannot get, mid-epoch).
     """
     shape = (count, *batch_shape)
     if not shared:
         return torch.empty(shape, dtype=torch.uint8)
     nbytes = int(np.prod(shape))
+    _refuse_small_shm(nbytes, count, batch_shape)
     storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
@@ -72,3 +86,19 @@ class ReusedBatches:
             self._arrays[free[0]] = np.empty(shape, np.float32)
             return free[0]
         return None
+
+
+def _refuse_small_shm(nbytes: int, count: int, batch_shape: tuple[int, ...]) -> None:
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return  # no /dev/shm to measure (not Linux): torch says what it can
+    if nbytes <= free:
+        return
+    raise ConfigError(
+        f"the torchvision backend's workers need {nbytes / 2**30:.2f} GiB of shared memory "
+        f"for their {count} batch slots of {' x '.join(map(str, batch_shape))} bytes, and "
+        f"/dev/shm has {free / 2**30:.2f} GiB free. Give it more (Docker: "
+        f"--shm-size={math.ceil(nbytes / 2**30) + 1}g), or lower batch_size or num_threads "
+        "(num_threads=0 reads in the main process, without shared memory)"
+    )

@@ -19,7 +19,7 @@ from dali_loader.index import SampleIndex
 from dali_loader.spec import LoaderSpec
 from dali_loader.storage import reader_for
 
-from .buffers import ReusedBatches, shared_slots
+from .buffers import ReusedBatches, shared_slots, slot_count
 from .dataset import BatchDataset, BatchRequest
 
 
@@ -56,11 +56,10 @@ class TorchvisionLoader(BaseLoader):
         prefetch_factor: int = 2,
     ) -> None:
         super().__init__(index, spec, device)
-        # A DataLoader sends batch j + prefetch_factor * num_workers to a worker when it hands
-        # batch j over, so one slot more than that is never written while it is being read.
-        in_flight = prefetch_factor * num_workers
         self._slots = shared_slots(
-            in_flight + 1, (spec.batch_size, 3, *spec.image_size), shared=num_workers > 0
+            slot_count(num_workers, prefetch_factor),
+            (spec.batch_size, 3, *spec.image_size),
+            shared=num_workers > 0,
         )
         self._requests = _EpochRequests()
         self._loader = DataLoader(

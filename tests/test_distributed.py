@@ -10,11 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from dali_loader.pack import pack
+from dali_loader.packing import pack
 
 from .conftest import write_index_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    # Prepended, not replaced: DALI staged on PYTHONPATH (the GPU proof) must reach the ranks.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.parametrize(
@@ -33,9 +39,6 @@ def test_two_ranks_share_every_epoch_exactly(
         data = pack(data, tmp_path / "packed", shard_size=8 << 10, progress=False).parent
     out = tmp_path / "out"
     out.mkdir()
-    # Prepended, not replaced: DALI staged on PYTHONPATH (the GPU proof) must reach the ranks.
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
             sys.executable,
@@ -49,7 +52,7 @@ def test_two_ranks_share_every_epoch_exactly(
             str(out),
             "skip" if with_bad_files else "raise",
         ],
-        env=env,
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -63,3 +66,30 @@ def test_two_ranks_share_every_epoch_exactly(
         got = [i for batches in per_rank for batch in batches for i in batch]
         assert sorted(got) == list(range(count))
     assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]
+
+
+def test_ranks_that_list_different_samples_refuse(tmp_path: Path) -> None:
+    data = write_index_folder(tmp_path / "data", [5])
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "tests" / "dist_mismatch.py"),
+            str(data),
+            str(out),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in range(2):
+        message = json.loads((out / f"rank{rank}.json").read_text())
+        assert "the ranks see different data sets (rank 0: 4 samples" in message
+        assert "rank 1: 3 samples" in message

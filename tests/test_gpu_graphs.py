@@ -162,7 +162,7 @@ def test_create_loader_dali_reaches_the_loader_build(
 ) -> None:
     """Factory -> check (the probe's verdict given) -> feed -> GPU loader graph -> build."""
     from dali_loader import check
-    from dali_loader.pack import pack
+    from dali_loader.packing import pack
 
     root = write_index_folder(tmp_path / "data", [3, 2])
     if packed:

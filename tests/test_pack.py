@@ -14,7 +14,7 @@ from torchvision.datasets import ImageFolder
 
 from dali_loader import DatasetError, create_loader
 from dali_loader.cli import main
-from dali_loader.pack import pack
+from dali_loader.packing import pack
 
 from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices, write_index_folder
 

@@ -1,4 +1,5 @@
-"""`dali-loader pack`: an image folder as WebDataset tar shards, and reading them back.
+"""`dali-loader pack` (`dali_loader.pack`): an image folder as WebDataset tar shards, and
+reading them back.
 
 Layout of OUT:
     shard-000000.tar   WebDataset: per sample `{key}.{ext}` (the image bytes) and `{key}.cls`
@@ -15,10 +16,15 @@ never leaves a half-written shard that looks complete.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
+import signal
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -38,6 +44,7 @@ FORMAT = "dali-loader/webdataset"
 VERSION = 1
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def pack(
@@ -71,13 +78,31 @@ def pack(
         write_atomic(plan_file, json.dumps(plan))
     todo = [k for k, shard in enumerate(plan["shards"]) if not _complete(out, shard)]
     total = sum(len(plan["shards"][k]["samples"]) for k in todo)
-    with (
-        ProcessPoolExecutor(workers or max(1, len(os.sched_getaffinity(0)))) as pool,
-        tqdm(total=total, desc=f"packing {out}", unit="img", disable=not progress) as bar,
-    ):
-        jobs = [pool.submit(_write_shard, out, plan["shards"][k]) for k in todo]
-        for job in jobs:
-            bar.update(job.result())
+    processes = workers or max(1, len(os.sched_getaffinity(0)))
+    try:
+        with (
+            ProcessPoolExecutor(processes, initializer=_die_with_parent) as pool,
+            tqdm(total=total, desc=f"packing {out}", unit="img", disable=not progress) as bar,
+        ):
+            jobs = [pool.submit(_write_shard, out, plan["shards"][k]) for k in todo]
+            try:
+                for job in jobs:
+                    bar.update(job.result())
+            except BaseException:
+                for job in jobs:
+                    job.cancel()
+                raise
+    except OSError as error:
+        for partial in out.glob("*.partial"):
+            partial.unlink(missing_ok=True)
+        if error.errno != errno.ENOSPC:
+            raise
+        left = sum(s["stamp"][0] for k in todo for s in plan["shards"][k]["samples"])
+        raise DatasetError(
+            f"{out} ran out of space while packing (about {left / 2**30:.1f} GiB was left to "
+            f"write, {shutil.disk_usage(out).free / 2**30:.1f} GiB is free now). The shards "
+            "written so far are whole: free space, then rerun the same command to finish"
+        ) from error
     shards = [json.loads((out / f"{s['name']}.json").read_text()) for s in plan["shards"]]
     manifest = {
         "format": FORMAT,
@@ -91,6 +116,13 @@ def pack(
     }
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=1))
     return out / MANIFEST
+
+
+def _die_with_parent() -> None:
+    """A pool worker whose parent is killed (kill -9, the OOM killer) stops too, instead of
+    writing shards for no one (Linux; elsewhere it outlives the parent as before)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def is_packed(path: str | os.PathLike[str]) -> bool:

@@ -1,0 +1,306 @@
+"""Faults and odd inputs that once lost data or crashed, on both CPU backends."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dali_loader import ConfigError, DatasetError, check_dataset, create_loader, pack
+from dali_loader.cli import main
+
+from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices, write_index_folder
+
+CPU_BACKENDS = ["torchvision", "dali-cpu"]
+RAW = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # pixels out on the 0..1 scale
+
+
+def raw_pixels(root: Path, backend: str, size: int = 32) -> torch.Tensor:
+    """The eval output of a one-image folder, on the 0..255 scale."""
+    loader = create_loader(
+        root, backend=backend, train=False, batch_size=1, image_size=size, num_threads=1, **RAW
+    )
+    images, _ = next(iter(loader))
+    return images[0] * 255
+
+
+def one_image_folder(root: Path, image: Image.Image, name: str, **save: object) -> Path:
+    (root / "c").mkdir(parents=True)
+    image.save(root / "c" / name, **save)
+    return root
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(
+    ("name", "pixels", "expected_mean"),
+    [
+        # A 0..65520 ramp: the scale maps 65535 to 255, so the mean is the ramp's mean / 257.
+        ("ramp16.png", (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16), 127.5),
+        ("ramp16.tif", (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16), 127.5),
+        ("ramp_float.tif", (np.arange(64 * 64).reshape(64, 64) / 4095).astype(np.float32), 127.5),
+    ],
+)
+def test_deep_grayscale_keeps_its_range(
+    tmp_path: Path, backend: str, name: str, pixels: np.ndarray, expected_mean: float
+) -> None:
+    root = one_image_folder(tmp_path / "data", Image.fromarray(pixels), name)
+    out = raw_pixels(root, backend)
+    assert out.min() < 40 and out.max() > 215  # not clipped to white, nor to black
+    assert abs(out.mean().item() - expected_mean) < 6  # the center crop of a ramp
+    rows = out[0].mean(dim=1)
+    assert (rows[1:] >= rows[:-1] - 1).all()  # still a ramp, top to bottom
+
+
+def test_deep_grayscale_is_the_same_on_both_backends(tmp_path: Path) -> None:
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    root = one_image_folder(tmp_path / "data", Image.fromarray(ramp), "ramp.png")
+    torchvision, dali = raw_pixels(root, "torchvision"), raw_pixels(root, "dali-cpu")
+    assert (torchvision - dali).abs().max() <= 2
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("mode", ["1", "I;16", "P", "L"])
+def test_images_with_a_transparency_entry_are_delivered(
+    tmp_path: Path, backend: str, mode: str
+) -> None:
+    gray = Image.fromarray(((np.arange(32 * 32).reshape(32, 32) % 2) * 255).astype(np.uint8))
+    image = gray if mode == "L" else gray.convert(mode)
+    root = one_image_folder(tmp_path / "data", image, "t.png", transparency=1)
+    report = check_dataset(root, probe_dali=backend != "torchvision", progress=False)
+    assert not report.bad
+    assert raw_pixels(root, backend).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_two_live_iterators_the_older_is_refused_the_newer_is_whole(
+    small_folder: Path, backend: str
+) -> None:
+    loader = create_loader(
+        small_folder, backend=backend, train=False, shuffle=True, batch_size=4, image_size=16
+    )
+    older, newer = iter(loader), iter(loader)
+    next(older)
+    first = next(newer)
+    with pytest.raises(ConfigError, match="superseded"):
+        next(older)
+    seen = decode_indices(first[0], IMAGENET_MEAN, IMAGENET_STD)
+    for images, _ in newer:
+        seen += decode_indices(images, IMAGENET_MEAN, IMAGENET_STD)
+    assert sorted(seen) == list(range(21))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_state_after_a_break_is_where_the_next_loop_starts(
+    small_folder: Path, backend: str
+) -> None:
+    loader = create_loader(small_folder, backend=backend, batch_size=4, image_size=16)
+    for k, _ in enumerate(loader):
+        if k == 1:
+            assert loader.state_dict()["batches_done"] == 2  # inside the loop: where it is
+            break
+    state = loader.state_dict()
+    assert (loader.epoch, state["epoch"], state["batches_done"]) == (1, 1, 0)
+
+
+def test_a_file_rewritten_in_place_with_its_old_mtime_is_checked_again(tmp_path: Path) -> None:
+    root = write_index_folder(tmp_path / "data", [3])
+    create_loader(root, backend="dali-cpu", batch_size=2, image_size=16)  # cached verdicts
+    victim = next((root / "class_00").iterdir())
+    before = victim.stat()
+    victim.write_bytes(b"\0" * before.st_size)  # same size: corrupt in place
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime
+    with pytest.raises(DatasetError, match=victim.name):
+        create_loader(root, backend="dali-cpu", batch_size=2, image_size=16)
+
+
+def test_a_shard_rewritten_in_place_fails_its_checksum_again(tmp_path: Path) -> None:
+    root = write_index_folder(tmp_path / "data", [4])
+    out = pack(root, tmp_path / "packed", progress=False).parent
+    assert main(["check", str(out)]) == 0  # verified, and the verdict cached
+    shard = next(out.glob("*.tar"))
+    before = shard.stat()
+    data = bytearray(shard.read_bytes())
+    data[1024:1034] = b"\xff" * 10
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert main(["check", str(out)]) == 2  # the CLI's error exit, naming the shard
+    with pytest.raises(DatasetError, match=shard.name):
+        create_loader(out, backend="torchvision", batch_size=2, image_size=16)
+
+
+def test_a_symlink_loop_is_refused_naming_it(tmp_path: Path) -> None:
+    root = write_index_folder(tmp_path / "data", [2, 2])
+    (root / "class_00" / "again").symlink_to(root / "class_00")
+    with pytest.raises(DatasetError, match=r"again is the folder .*class_00 again.* loop"):
+        create_loader(root, backend="torchvision", batch_size=2)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_an_unwritable_cache_falls_back_with_one_warning(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dali_loader import cache
+
+    cache._usable.cache_clear()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("DALI_LOADER_CACHE", str(blocker / "cache"))  # cannot be a folder
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    root = write_index_folder(tmp_path / "data", [3])
+    (root / "class_00" / "cmyk.jpg").write_bytes(_cmyk_jpeg())  # needs a converted copy
+    with caplog.at_level(logging.WARNING, logger="dali_loader"):
+        loader = create_loader(root, backend=backend, batch_size=2, image_size=16)
+        assert sum(len(labels) for _, labels in loader) == 4
+    warnings = [r for r in caplog.records if "cannot use the cache folder" in r.getMessage()]
+    assert len(warnings) == 1 and "DALI_LOADER_CACHE" in warnings[0].getMessage()
+    cache._usable.cache_clear()
+
+
+def _cmyk_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("CMYK", (24, 24), (10, 200, 30, 0)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _full_disk(out: Path, shard: dict) -> int:  # type: ignore[type-arg]
+    (out / f"{shard['name']}.tar.partial").write_bytes(b"half")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_pack_into_a_full_disk_says_so_and_leaves_no_partial_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dali_loader import packing as pack_module
+
+    root = write_index_folder(tmp_path / "data", [4])
+    monkeypatch.setattr(pack_module, "_write_shard", _full_disk)  # forked workers see it
+    out = tmp_path / "packed"
+    with pytest.raises(DatasetError, match=r"ran out of space.*rerun the same command"):
+        pack(root, out, shard_size=4 << 10, progress=False, workers=1)
+    assert not list(out.glob("*.partial"))
+    with pytest.raises(DatasetError, match="unfinished `dali-loader pack`"):
+        create_loader(out, backend="torchvision")
+
+
+def test_pack_is_the_function_after_its_module_is_imported() -> None:
+    import dali_loader
+    import dali_loader.packing
+
+    assert callable(dali_loader.pack) and dali_loader.pack is pack
+
+
+def test_pack_writes_files_others_can_read(tmp_path: Path) -> None:
+    root = write_index_folder(tmp_path / "data", [3])
+    out = pack(root, tmp_path / "packed", progress=False).parent
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in out.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044 & ~umask, path
+
+
+def test_a_small_dev_shm_is_refused_before_any_worker_starts(
+    small_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from fallback import buffers
+
+    real = shutil.disk_usage
+
+    def small(path: str) -> object:
+        usage = real(path)
+        return usage._replace(free=64 << 20) if str(path) == "/dev/shm" else usage
+
+    monkeypatch.setattr(buffers.shutil, "disk_usage", small)
+    with pytest.raises(ConfigError, match=r"/dev/shm has 0.06 GiB free.*--shm-size="):
+        create_loader(small_folder, backend="torchvision", batch_size=256, num_threads=2)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*63\)"),
+        ({"seed": 2**64}, r"seed must be an integer in \[0, 2\*\*63\)"),
+        ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+        ({"seed": None}, "seed must be an integer, got None"),
+        ({"shard_id": 1.0, "num_shards": 2}, "shard_id must be an integer, got 1.0"),
+        ({"num_threads": 2.5}, "num_threads must be a positive integer"),
+        ({"device": "meta"}, "CPU or a CUDA GPU, not on 'meta'"),
+        ({"device": "gpu7"}, "is not a device"),
+        ({"image_size": True}, r"image_size is an int or a \(height, width\) pair, got True"),
+        ({"flip_prob": float("nan")}, "flip_prob must be a finite number"),
+        ({"mean": 0.5}, "mean needs one value per RGB channel"),
+        ({"train": "yes"}, "train must be True or False"),
+    ],
+)
+def test_bad_arguments_get_a_config_error_naming_them(
+    small_folder: Path,
+    backend: str,
+    arguments: dict,
+    message: str,  # type: ignore[type-arg]
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_loader(small_folder, backend=backend, **arguments)
+
+
+def test_numpy_integers_are_taken_where_integers_are(small_folder: Path) -> None:
+    loader = create_loader(
+        small_folder,
+        backend="torchvision",
+        batch_size=np.int64(4),
+        seed=np.int32(3),
+        image_size=np.int64(16),
+        num_threads=0,
+    )
+    assert (loader.batch_size, loader.spec.seed, loader.spec.image_size) == (4, 3, (16, 16))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_workers_are_capped_at_what_an_epoch_can_use(small_folder: Path) -> None:
+    loader = create_loader(small_folder, backend="torchvision", batch_size=8, num_threads=1000)
+    assert loader._loader.num_workers == len(loader) == 3
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_paths_and_labels_from_numpy_torch_and_lists(small_folder: Path, backend: str) -> None:
+    files = sorted(str(p) for p in small_folder.rglob("*.jpg"))
+    labels = [int(Path(f).parent.name[-2:]) for f in files]
+    for paths, targets in [
+        (np.array(files), np.array(labels)),  # a pandas column's .to_numpy()
+        (np.array(files, dtype=object), torch.tensor(labels)),
+        (files, [np.int64(label) for label in labels]),
+    ]:
+        loader = create_loader(
+            (paths, targets), backend=backend, train=False, batch_size=8, image_size=16
+        )
+        got = [label for _, batch in loader for label in batch.tolist()]
+        assert got == labels
+
+
+def test_demo_reads_an_existing_folder_and_writes_nothing_into_it(
+    small_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.relative_to(small_folder) for p in small_folder.rglob("*"))
+    args = ["demo", "--root", str(small_folder), "--epochs", "1", "--backend", "torchvision"]
+    assert main(args) == 0
+    assert f"using the images already in {small_folder}" in capsys.readouterr().out
+    assert sorted(p.relative_to(small_folder) for p in small_folder.rglob("*")) == before
+
+
+def test_check_json_report_lists_the_converted_deep_image(tmp_path: Path) -> None:
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
+    root = one_image_folder(tmp_path / "data", Image.fromarray(ramp), "deep.png")
+    assert main(["check", str(root), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [Path(c["path"]).name for c in report["converted"]] == ["deep.png"]
