@@ -9,5 +9,5 @@ mkdir -p .gpu/extra
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/extra simplejpeg \
   2>&1 | grep -v '^WARNING: Location' || true
-ls .gpu/extra
+ls .gpu/extra/simplejpeg-*.whl || { echo "simplejpeg's wheel did not download" >&2; exit 1; }
 echo "carry .gpu/p1 and .gpu/extra in the first call, then one .gpu/pK a call; see gpu_proof.sh"

@@ -75,23 +75,19 @@ def default_num_threads() -> int:
     """DALI's threads or the fallback's workers per process: this rank's share of the cores.
 
     Under torchrun every rank of a node sees every core; taking them all, 8 ranks would each
-    start a thread per core (and DALI's GPU decoder reserves memory per thread).
+    start a thread per core (and DALI's GPU decoder reserves memory per thread). A rank already
+    pinned to its own cores (SLURM's --cpus-per-task, taskset) keeps them all.
     """
-    return max(1, len(os.sched_getaffinity(0)) // local_world_size())
+    usable = len(os.sched_getaffinity(0))
+    share = (os.cpu_count() or usable) // local_world_size()
+    return max(1, min(usable, share))
 
 
 def local_world_size() -> int:
-    """Processes sharing this machine: torchrun's LOCAL_WORLD_SIZE; else, under an initialized
-    torch.distributed, as many as there are GPUs here (at most the world size); else 1."""
+    """Processes sharing this machine, as torchrun (and torch.distributed's launchers) say in
+    LOCAL_WORLD_SIZE; 1 without it."""
     value = os.environ.get("LOCAL_WORLD_SIZE", "")
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    import torch
-
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-        return max(1, min(dist.get_world_size(), torch.cuda.device_count()))
-    return 1
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def default_cuda_device() -> torch.device:

@@ -93,6 +93,7 @@ class BaseLoader:
         epoch, start = self._epoch, self._resume_at
         self._epoch, self._resume_at = epoch + 1, 0
         batches = shard_batches(epoch_order(len(self.dataset), self.spec, epoch), self.spec)[start:]
+        self._end_abandoned_epoch()  # before the clock: not this epoch's wait
         self._position = (epoch, start)
         self._stats = EpochStats(epoch)
         self._live = live = object()  # an older iterator still held is superseded from now on
@@ -129,7 +130,7 @@ class BaseLoader:
     def stats(self) -> EpochStats | None:
         """How long the training loop waited for data in the current (or last) epoch: is it
         input-bound? Also logged at the end of each epoch on the "dali_loader" logger, as
-        "epoch 3: waited 12.3 s of 61.0 s for data (20%) ...". None before the first batch."""
+        "epoch 3: waited 12.3 s of 61.0 s for data (20%) ...". None before the first loop."""
         return self._stats
 
     def state_dict(self) -> dict[str, Any]:
@@ -198,6 +199,9 @@ class BaseLoader:
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
         raise NotImplementedError
+
+    def _end_abandoned_epoch(self) -> None:
+        """Settle what an epoch left early (a `break`) left in flight; nothing by default."""
 
     def __repr__(self) -> str:
         return (

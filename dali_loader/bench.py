@@ -396,18 +396,22 @@ def run_memory_scaling(args: argparse.Namespace) -> int:
 
 
 def _timed_check(root: Path, loaders: list[str]) -> float | None:
-    """The check every case would otherwise start with, with each DALI decoder they use."""
-    from .check import check_dataset
-    from .errors import DaliLoaderError
-
-    probes = [
-        None if loader == "dali-cpu" else 0 for loader in loaders if loader in ("dali", "dali-cpu")
-    ]
+    """The check every case would otherwise start with, with each DALI decoder they use, in a
+    process of its own: a GPU probe here would hold GPU memory through every case."""
+    probes = [None if x == "dali-cpu" else 0 for x in loaders if x in ("dali", "dali-cpu")]
+    code = (
+        "import sys\n"
+        "from dali_loader.check import check_dataset\n"
+        "from dali_loader.errors import DaliLoaderError\n"
+        "try:\n"
+        f"    for device_id in {probes or [None]!r}:\n"
+        f"        check_dataset({str(root)!r}, probe_dali={bool(probes)}, device_id=device_id)\n"
+        "except DaliLoaderError:\n"
+        "    sys.exit(3)\n"
+    )
     start = time.perf_counter()
-    try:
-        for device_id in probes or [None]:
-            check_dataset(root, probe_dali=bool(probes), device_id=device_id)
-    except DaliLoaderError:
+    done = subprocess.run([sys.executable, "-c", code], check=False)
+    if done.returncode != 0:
         return None  # every case will fail and say why
     return time.perf_counter() - start
 

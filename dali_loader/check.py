@@ -13,7 +13,9 @@ classified once, ahead of time, and the verdict is cached (keyed by path, size a
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -28,7 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from .cache import cache_dir, file_stamp, write_atomic
-from .errors import ConfigError, DatasetError
+from .errors import BackendUnavailableError, ConfigError, DatasetError
 from .imaging import rgb8
 from .index import SampleIndex, Source, build_index
 from .spec import DEFAULT_MAX_PIXELS
@@ -301,31 +303,56 @@ def _jpeg_header_problem(path: str) -> str | None:
 def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> dict[str, str]:
     """Files DALI's decoder rejects, each decoded alone: in a batch DALI sometimes gets past a
     file that kills the pipeline when it comes alone (a final batch of one, say). A failure
-    invalidates the pipeline, so each failure costs a rebuild; bad files are rare. A pipeline
-    that cannot be built at all (no usable GPU) is the machine's fault, not the files': raised."""
+    invalidates the pipeline, so each failure costs a rebuild; bad files are rare.
+
+    A failure is the file's only if the rebuilt pipeline still decodes a known-good JPEG: a
+    pipeline that cannot be built, or a decoder that fails on everything (a GPU out of memory,
+    a broken driver), is the machine's fault, raised, and no verdict is kept."""
     from .pipeline import PROBE_INPUT, build_or_explain, define_decode_probe, error_reason
 
     workers = max(1, min(len(os.sched_getaffinity(0)), len(paths), _PROBE_THREADS))
     chunks = [paths[k::workers] for k in range(workers)]
     failed: dict[str, str] = {}
-    with tqdm(
-        total=len(paths), desc="probing DALI", unit="file", disable=not (progress and paths)
-    ) as bar:
+    known_good = _known_good_jpeg()
 
-        def probe(chunk: list[str]) -> None:
-            pipe = build_or_explain(define_decode_probe(device_id=device_id))
-            for path in chunk:
-                pipe.feed_input(PROBE_INPUT, [np.fromfile(path, dtype=np.uint8)])
+    def decode(pipe: Any, data: np.ndarray) -> None:
+        pipe.feed_input(PROBE_INPUT, [data])
+        pipe.run()
+
+    def probe(chunk: list[str]) -> None:
+        pipe = build_or_explain(define_decode_probe(device_id=device_id))
+        for path in chunk:
+            try:
+                decode(pipe, np.fromfile(path, dtype=np.uint8))
+            except Exception as error:  # DALI raises RuntimeError
+                pipe = build_or_explain(define_decode_probe(device_id=device_id))
                 try:
-                    pipe.run()
-                except Exception as error:  # DALI raises RuntimeError; any means "cannot decode"
-                    failed[path] = error_reason(error)
-                    pipe = build_or_explain(define_decode_probe(device_id=device_id))
-                bar.update(1)
+                    decode(pipe, known_good)
+                except Exception as machine:
+                    raise BackendUnavailableError(
+                        f"DALI's decoder fails on a known-good JPEG too ({error_reason(machine)}"
+                        f"), after {path} ({error_reason(error)}): the "
+                        f"{'GPU or its driver' if device_id is not None else 'DALI install'} is "
+                        "at fault, not the files. Check `dali-loader doctor`."
+                    ) from machine
+                failed[path] = error_reason(error)
+            bar.update(1)
 
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(probe, chunks))
+    with (
+        tqdm(
+            total=len(paths), desc="probing DALI", unit="file", disable=not (progress and paths)
+        ) as bar,
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        list(pool.map(probe, chunks))
     return failed
+
+
+@functools.cache
+def _known_good_jpeg() -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 160, 30)).save(buffer, "JPEG", quality=90)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
 
 
 def _converted_copy(path: str, stamp: list[int]) -> str:

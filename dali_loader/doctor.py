@@ -115,7 +115,7 @@ def _dali() -> list[Finding]:
 
         found.append(Finding("nvImageCodec", str(getattr(nvimgcodec, "__version__", "present"))))
     except ImportError:
-        found.append(Finding("nvImageCodec", "not importable: decoding falls back to simplejpeg"))
+        found.append(Finding("nvImageCodec", "not importable: DALI's image decoders need it", True))
     return found
 
 

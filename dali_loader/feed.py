@@ -2,9 +2,9 @@
 
 DALI calls the feed on the thread that runs the training loop, holding the GIL, so a batch must
 cost a few array operations there, not Python work per image. Measured on the benchmarks' 2-core
-VM with decoding replaced by a no-op (benchmarks/README.md, "The input path"): the old feed, a
-list of one array per file plus a list of label scalars, cost ~25 us an image on that thread;
-these feeds cost about 1 (folders) and 5 (shards).
+VM with decoding replaced by a no-op (benchmarks/README.md, "The input path"), the old feed, a
+list of one array per file plus a list of label scalars, cost the loop's thread ~22 us an
+image, DALI's own work included; these feeds cost it about 3 (folders) and 8 (shards).
 
 - `PathFeed` (image folders): each batch is the file names as rows of one zero-padded uint8
   array, their lengths and the labels, three arrays in all; DALI's own threads read the files
@@ -20,7 +20,6 @@ done with it, `prefetch_queue_depth` batches later.
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
@@ -28,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .index import SampleIndex
-from .storage import ShardLocations
+from .storage import as_bytes_array, reader_for
 
 # What a batch crosses into the pipeline as: file names (DALI reads them) or encoded bytes.
 InputKind = Literal["paths", "bytes"]
@@ -79,7 +78,7 @@ class PathFeed(EpochFeed):
     def __init__(self, paths: tuple[str, ...], labels: np.ndarray, prefetch_queue_depth: int):
         super().__init__(labels, prefetch_queue_depth)
         # Absolute: DALI's threads open them, and the process may change its directory.
-        names = np.array([os.fsencode(os.path.abspath(path)) for path in paths], dtype=np.bytes_)
+        names = as_bytes_array([os.path.abspath(path) for path in paths])
         self._lengths = np.char.str_len(names).astype(np.int32)[:, None]
         self._names = names.view(np.uint8).reshape(len(names), -1)
 
@@ -89,24 +88,20 @@ class PathFeed(EpochFeed):
 
 class ShardFeed(EpochFeed):
     """Encoded samples read from tar shards: (list of uint8 views, labels (N,)); the next batch
-    is read ahead on up to 8 helper threads."""
+    is read ahead on up to 8 helper threads while DALI works on this one."""
 
     inputs: InputKind = "bytes"
 
     def __init__(
-        self,
-        locations: ShardLocations,
-        labels: np.ndarray,
-        prefetch_queue_depth: int,
-        threads: int,
+        self, index: SampleIndex, labels: np.ndarray, prefetch_queue_depth: int, threads: int
     ) -> None:
         super().__init__(labels, prefetch_queue_depth)
-        self._where = locations
-        self._fds: dict[int, int] = {}
-        self._opening = threading.Lock()
+        assert index.locations is not None
+        self._reader = reader_for(index)
+        self._sizes = index.locations.sizes
         self._threads = max(1, min(threads, _READ_THREADS))
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dali-loader-read")
-        # (batch number, its buffer, its offsets in the buffer, the reads filling it)
+        # The next batch: its number, its buffer, where each sample starts, the reads filling it
         self._ahead: tuple[int, np.ndarray, np.ndarray, list[Future[None]]] | None = None
 
     def start(self, batches: list[np.ndarray]) -> None:
@@ -119,61 +114,33 @@ class ShardFeed(EpochFeed):
         super().stop()
 
     def _arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == self._next - 1:
-            _, buffer, offsets, reads = ahead
-            for read in reads:
-                read.result()
-        else:  # the first batch after a restart, say: read it here
-            buffer, offsets = self._layout(batch)
-            self._read_into(buffer, offsets, batch)
+        assert self._ahead is not None and self._ahead[0] == self._next - 1
+        _, buffer, starts, reads = self._ahead
+        for read in reads:
+            read.result()
         self._read_ahead()
-        ends = offsets + self._where.sizes[batch]
-        views = [
-            buffer[start:end] for start, end in zip(offsets.tolist(), ends.tolist(), strict=True)
-        ]
+        ends = starts + self._sizes[batch]
+        views = [buffer[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
         return views, self._labels[batch]
 
-    def _layout(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """An unwritten buffer for the batch's samples, and where each one starts in it."""
-        sizes = self._where.sizes[batch]
-        offsets = np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64)
-        return np.empty(int(sizes.sum()), np.uint8), offsets
-
     def _read_ahead(self) -> None:
+        """Start reading the batch DALI asks for next into one buffer, split over the threads."""
+        self._ahead = None
         if self._next >= len(self._batches):
             return
         batch = self._batches[self._next]
-        buffer, offsets = self._layout(batch)
-        parts = np.array_split(np.arange(len(batch)), self._threads)
-        reads = [
-            self._pool.submit(self._read_into, buffer, offsets[part], batch[part])
-            for part in parts
-            if len(part)
-        ]
-        self._ahead = (self._next, buffer, offsets, reads)
+        sizes = self._sizes[batch]
+        starts = np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64)
+        buffer = np.empty(int(sizes.sum()), np.uint8)
+        parts = [p for p in np.array_split(np.arange(len(batch)), self._threads) if len(p)]
+        reads = [self._pool.submit(self._read, buffer, starts[p], batch[p]) for p in parts]
+        self._ahead = (self._next, buffer, starts, reads)
 
-    def _read_into(self, buffer: np.ndarray, offsets: np.ndarray, samples: np.ndarray) -> None:
-        where, view = self._where, buffer.data
-        sizes = where.sizes[samples].tolist()
-        for start, size, shard, at in zip(
-            offsets.tolist(),
-            sizes,
-            where.shard_ids[samples].tolist(),
-            where.offsets[samples].tolist(),
-            strict=True,
-        ):
-            if os.preadv(self._fd(shard), [view[start : start + size]], at) != size:
-                raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
-
-    def _fd(self, shard: int) -> int:
-        fd = self._fds.get(shard)
-        if fd is None:
-            with self._opening:  # read threads ask at once: one descriptor a shard
-                fd = self._fds.get(shard)
-                if fd is None:
-                    fd = self._fds[shard] = os.open(self._where.shards[shard], os.O_RDONLY)
-        return fd
+    def _read(self, buffer: np.ndarray, starts: np.ndarray, samples: np.ndarray) -> None:
+        view = buffer.data
+        sizes = self._sizes[samples].tolist()
+        for start, size, i in zip(starts.tolist(), sizes, samples.tolist(), strict=True):
+            self._reader.read_into(view[start : start + size], i)
 
     def _wait_ahead(self) -> None:
         if self._ahead is not None:
@@ -184,9 +151,7 @@ class ShardFeed(EpochFeed):
     def close(self) -> None:
         self._wait_ahead()
         self._pool.shutdown(wait=True)
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self._reader.close()
 
 
 def feed_for(
@@ -199,5 +164,5 @@ def feed_for(
 ) -> EpochFeed:
     """The feed for `index`: shards when it is packed, else its files (or `read_paths`)."""
     if index.locations is not None:
-        return ShardFeed(index.locations, labels, prefetch_queue_depth, threads)
+        return ShardFeed(index, labels, prefetch_queue_depth, threads)
     return PathFeed(read_paths or index.paths, labels, prefetch_queue_depth)

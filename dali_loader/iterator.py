@@ -67,7 +67,6 @@ class DaliLoader(BaseLoader):
         self._mid_epoch = False
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
-        self._finish_abandoned_epoch()
         self._feed.start(batches)
         if self._iterator is None:
             from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
@@ -88,7 +87,7 @@ class DaliLoader(BaseLoader):
             yield self._to_batch(outputs[0]["images"], outputs[0]["labels"])
         self._mid_epoch = False
 
-    def _finish_abandoned_epoch(self) -> None:
+    def _end_abandoned_epoch(self) -> None:
         """After a `break`, drain the batches DALI already prefetched so the next epoch is clean."""
         if not self._mid_epoch:
             return

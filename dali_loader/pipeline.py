@@ -8,8 +8,9 @@ the encoded bytes the feed read ahead (`dali_loader.feed`). On the GPU, decoding
 the decode; flip, rotation and normalization follow on the GPU. With `device_id=None` the same
 graph runs on the CPU.
 
-Every function here only *defines* a pipeline: defining checks operator names, arguments and
-device transitions without a GPU, so the tests define every GPU graph on CPU-only machines;
+Every function here only *defines* a pipeline: defining checks operator names, argument names
+and device placement without a GPU, so the tests define every GPU graph on CPU-only machines
+(what DALI checks only when it creates the operators needs a GPU: the GPU proof);
 `build_or_explain` builds one and turns a missing GPU into a clear error.
 """
 
@@ -30,9 +31,10 @@ Source = Callable[[], Any]
 
 # The mixed decoder's arguments. Its memory padding stays at DALI's defaults (16 MiB of device
 # and 8 MiB of pinned host memory a thread, grown on demand to the largest image seen): DALI's
-# ResNet-50 example reserves 211 MB of device and 140 MB of pinned memory a thread up front, which
-# at 8 threads is ~1.7 GB + 1.1 GB before the first batch, per rank, to save a few reallocations
-# in the first epoch. `dali-loader bench` reports the GPU memory actually used.
+# ResNet-50 example reserves 211 MB of device and 140 MB of pinned memory a thread up front (the
+# pinned part at least twice, double-buffered), at 8 threads ~1.7 GB + 2.2 GB before the first
+# batch, per rank, to save a few reallocations in the first epoch; nor are its hardware-decoder
+# preallocation hints kept. Unmeasured on a GPU yet: the GPU proof's bench reports the memory.
 _MIXED_DECODER: dict[str, Any] = {
     "device": "mixed",
     # The CPU decoder and PIL upsample chroma this way; keeps the backends' pixels in agreement.

@@ -12,8 +12,6 @@ import operator
 from dataclasses import dataclass
 from typing import cast
 
-import numpy as np
-
 from .errors import ConfigError
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -127,7 +125,7 @@ class LoaderSpec:
         for name in ("train", "shuffle", "drop_last", "channels_last"):
             value = getattr(self, name)
             _check(
-                isinstance(value, (bool, np.bool_, numbers.Integral)) and value in (0, 1),
+                (isinstance(value, numbers.Integral) or _numpy_bool(value)) and value in (0, 1),
                 f"{name} must be True or False, got {value!r}",
             )
             object.__setattr__(self, name, bool(value))
@@ -148,6 +146,11 @@ class LoaderSpec:
         """`std` on the 0..255 scale that uint8 pixels use."""
         r, g, b = (s * 255.0 for s in self.std)
         return r, g, b
+
+
+def _numpy_bool(value: object) -> bool:
+    """numpy's bool, recognized without importing numpy (the command line starts without it)."""
+    return getattr(getattr(value, "dtype", None), "kind", "") == "b"
 
 
 def _integer(name: str, value: object) -> int:

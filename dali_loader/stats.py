@@ -26,9 +26,10 @@ class EpochStats:
     epoch: int
     batches: int = 0
     waited_s: float = 0.0  # inside next(): the loop had asked and no batch was ready
-    elapsed_s: float = 0.0  # from the first request to the last batch's end (or now)
+    elapsed_s: float = 0.0  # from the first request to the epoch's end (so far, while it runs)
     first_batch_s: float = 0.0  # the first wait alone: start-up, workers, warm caches
     finished: bool = False  # False while running, and for an epoch left early
+    failed: bool = False  # the epoch ended with an error
 
     @property
     def held_s(self) -> float:
@@ -40,7 +41,15 @@ class EpochStats:
         return self.waited_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def __str__(self) -> str:
-        left = "" if self.finished else " (left early)" if self.batches else " (no batch yet)"
+        left = (
+            ""
+            if self.finished
+            else " (failed)"
+            if self.failed
+            else " (left early)"
+            if self.batches
+            else " (no batch yet)"
+        )
         return (
             f"epoch {self.epoch}: waited {self.waited_s:.1f} s of {self.elapsed_s:.1f} s for "
             f"data ({self.waited_fraction:.0%}) over {self.batches} batches{left}; the first "
@@ -62,9 +71,11 @@ def timed(batches: Iterator[T], stats: EpochStats) -> Iterator[T]:
             yield batch
             asked = time.perf_counter()
             stats.elapsed_s = asked - start
-        end = time.perf_counter()  # the wait for the end of the epoch counts too
-        stats.waited_s += end - asked
-        stats.elapsed_s = end - start
+        stats.waited_s += time.perf_counter() - asked  # the wait for the epoch's end counts too
         stats.finished = True
-    finally:
+    except Exception:
+        stats.failed = True
+        raise
+    finally:  # a loop that breaks out held its last batch until now
+        stats.elapsed_s = time.perf_counter() - start
         logger.info("dali_loader: %s", stats)

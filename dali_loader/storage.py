@@ -1,13 +1,16 @@
 """Where a sample's encoded bytes live: a file of its own, or a byte range of a tar shard.
 
-Both backends read through a `SampleReader`, so a folder and a packed data set look alike to
-them. Shards are read with `os.pread`: no extraction, nothing mapped into the process, so the
-page cache holds the bytes and the process's memory stays flat however large the data set.
+The torchvision backend's workers read through a `SampleReader`, so a folder and a packed data
+set look alike to them; the DALI feed reads shards through it too (`read_into`), while DALI
+reads a folder's files itself. Shards are read with `os.pread`: no extraction, nothing mapped
+into the process, so the page cache holds the bytes and the process's memory stays flat however
+large the data set.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,9 +40,10 @@ class SampleReader:
     def __init__(
         self, paths: Sequence[str] | np.ndarray, locations: ShardLocations | None = None
     ) -> None:
-        self.paths = paths if isinstance(paths, np.ndarray) else _as_bytes_array(paths)
+        self.paths = paths if isinstance(paths, np.ndarray) else as_bytes_array(paths)
         self.locations = locations
         self._fds: dict[int, int] = {}
+        self._opening = threading.Lock()
         self._pid = os.getpid()
 
     def read(self, i: int) -> bytes:
@@ -47,12 +51,17 @@ class SampleReader:
         if where is None:
             with open(bytes(self.paths[i]), "rb") as f:
                 return f.read()
+        data = bytearray(int(where.sizes[i]))
+        self.read_into(memoryview(data), i)
+        return bytes(data)
+
+    def read_into(self, view: memoryview, i: int) -> None:
+        """Sample i of a packed set into `view` (exactly its size), without a bytes object."""
+        where = self.locations
+        assert where is not None, "read_into reads shards"
         shard = int(where.shard_ids[i])
-        size = int(where.sizes[i])
-        data = os.pread(self._fd(shard), size, int(where.offsets[i]))
-        if len(data) != size:
+        if os.preadv(self._fd(shard), [view], int(where.offsets[i])) != len(view):
             raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
-        return data
 
     def _fd(self, shard: int) -> int:
         if self._pid != os.getpid():  # forked: descriptors are shared offsets no more, reopen
@@ -60,8 +69,16 @@ class SampleReader:
         fd = self._fds.get(shard)
         if fd is None:
             assert self.locations is not None
-            fd = self._fds[shard] = os.open(self.locations.shards[shard], os.O_RDONLY)
+            with self._opening:  # read threads ask at once: one descriptor a shard
+                fd = self._fds.get(shard)
+                if fd is None:
+                    fd = self._fds[shard] = os.open(self.locations.shards[shard], os.O_RDONLY)
         return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def __getstate__(self) -> dict[str, object]:
         return {"paths": self.paths, "locations": self.locations}
@@ -70,10 +87,10 @@ class SampleReader:
         self.__init__(state["paths"], state["locations"])  # type: ignore[misc, arg-type]
 
 
-def _as_bytes_array(paths: Sequence[str]) -> np.ndarray:
+def as_bytes_array(paths: Sequence[str]) -> np.ndarray:
+    """Paths as one numpy array of bytes: rows of one zero-padded block, no object a path."""
     return np.array([os.fsencode(path) for path in paths], dtype=np.bytes_)
 
 
-def reader_for(index: SampleIndex, read_paths: tuple[str, ...] | None = None) -> SampleReader:
-    """The reader of `index`; `read_paths` replaces file paths (converted copies for DALI)."""
-    return SampleReader(read_paths or index.paths, index.locations)
+def reader_for(index: SampleIndex) -> SampleReader:
+    return SampleReader(index.paths, index.locations)

@@ -9,11 +9,23 @@ import pytest
 from dali_loader.backends import default_num_threads
 
 
-@pytest.mark.parametrize(("local_ranks", "expected"), [(None, 16), ("1", 16), ("8", 2), ("32", 1)])
+@pytest.mark.parametrize(
+    ("usable", "local_ranks", "expected"),
+    [
+        (16, None, 16),
+        (16, "1", 16),
+        (16, "8", 2),
+        (16, "32", 1),
+        (16, "abc", 16),  # not a number: as if unset
+        (2, "8", 2),  # pinned to 2 of the 16 cores (taskset, SLURM): they are this rank's
+        (4, "2", 4),
+    ],
+)
 def test_threads_are_this_ranks_share_of_the_cores(
-    monkeypatch: pytest.MonkeyPatch, local_ranks: str | None, expected: int
+    monkeypatch: pytest.MonkeyPatch, usable: int, local_ranks: str | None, expected: int
 ) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(usable)))
     if local_ranks is None:
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     else:

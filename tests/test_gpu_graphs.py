@@ -1,15 +1,19 @@
 """Every DALI graph the library builds for the GPU, defined with device_id=0 on every machine.
 
-Defining a pipeline checks operator names, arguments and GPU->CPU transitions without a GPU;
-only building it needs CUDA. A GPU graph that does not define once shipped untested and broke
+Defining a pipeline checks operator names, argument names, device placement and (for the
+legacy executor) GPU->CPU transitions without a GPU; only building it needs CUDA, and errors DALI
+finds only when it creates the operators (an argument's value out of range, say) show on a GPU
+alone (benchmarks/gpu_proof.sh). A GPU graph that did not define once shipped untested and broke
 every GPU machine before its first batch: here, any definition error fails CI, and without CUDA
 the only error allowed is the missing GPU, raised at build as a clear BackendUnavailableError.
+The same definitions with device_id=None are built and run, so each combination is a real graph.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from dali_loader import BackendUnavailableError, create_loader, pipeline
 from dali_loader.pipeline import build_or_explain, define_decode_probe, define_pipeline
 from dali_loader.spec import DTYPES, LoaderSpec
 
-from .conftest import write_index_folder
+from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices, write_index_folder
 
 # The spec fields that change the graph's structure, each varied over all its values below.
 VARIED = {"train", "rotate_degrees", "dtype", "channels_last"}
@@ -40,16 +44,19 @@ VALUES_ONLY = {
     "shard_id",
     "num_shards",
 }
-GRAPH_COMBOS = list(
+DECODING = list(
     itertools.product(
         [True, False],  # train
         [0.0, 15.0],  # rotate_degrees
         DTYPES,
         [False, True],  # channels_last
         ["paths", "bytes"],  # the feed: image folders, packed shards
-        [True, False],  # decode (False: bench --feed-only)
+        [True],  # decode
     )
 )
+# bench --feed-only: no decoding, so the augmentation fields do not reach the graph.
+FEED_ONLY = [(True, 0.0, "float32", False, inputs, False) for inputs in ("paths", "bytes")]
+GRAPH_COMBOS = DECODING + FEED_ONLY
 
 
 def built_on_this_machine(pipe: Any) -> None:
@@ -172,3 +179,75 @@ def test_create_loader_dali_reaches_the_loader_build(
         create_loader(root, backend="dali", batch_size=2, image_size=16, rotate_degrees=10)
     frames = [(Path(str(entry.path)).name, entry.name) for entry in error.traceback]
     assert ("iterator.py", "__init__") in frames  # DaliLoader got as far as building its graph
+
+
+class _Overwriting(deque):  # type: ignore[type-arg]
+    """A keep-alive queue that scribbles over each batch it lets go of, as reused memory would."""
+
+    def append(self, arrays: Any) -> None:
+        if self.maxlen is not None and len(self) == self.maxlen:
+            for array in _arrays_in(self[0]):
+                array[...] = 0xEE
+        super().append(arrays)
+
+
+def _arrays_in(batch: Any) -> list[np.ndarray]:
+    found: list[np.ndarray] = []
+    for part in batch:
+        found += part if isinstance(part, list) else [part]
+    return found
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_batches_given_without_a_copy_live_until_dali_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, packed: bool
+) -> None:
+    """DALI reads what the feed hands it without copying, prefetch_queue_depth batches later:
+    memory reused any sooner would show here as wrong samples or a failed decode."""
+    from dali_loader import feed
+
+    original = feed.EpochFeed.__init__
+
+    def overwriting(self: Any, labels: np.ndarray, prefetch_queue_depth: int) -> None:
+        original(self, labels, prefetch_queue_depth)
+        self._alive = _Overwriting(maxlen=self._alive.maxlen)
+
+    monkeypatch.setattr(feed.EpochFeed, "__init__", overwriting)
+    root = write_index_folder(tmp_path / "data", [9, 8])
+    if packed:
+        from dali_loader.packing import pack
+
+        root = pack(root, tmp_path / "packed", shard_size=8 << 10, progress=False).parent
+    loader = create_loader(
+        root, backend="dali-cpu", train=False, shuffle=True, batch_size=2, image_size=16
+    )
+    for _ in range(2):
+        seen, labels = [], []
+        for images, batch_labels in loader:
+            seen += decode_indices(images, IMAGENET_MEAN, IMAGENET_STD)
+            labels += batch_labels.tolist()
+        assert sorted(seen) == list(range(17))
+        assert labels == [0 if i < 9 else 1 for i in seen]
+
+
+def test_a_decoder_that_fails_on_everything_is_the_machines_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe blames a file only when a known-good JPEG still decodes after it."""
+    from nvidia.dali import fn, types
+    from nvidia.dali.pipeline import Pipeline
+
+    from dali_loader.check import check_dataset
+
+    def broken(*, device_id: int | None) -> Pipeline:
+        pipe = Pipeline(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1)
+        with pipe:
+            encoded = fn.external_source(name=pipeline.PROBE_INPUT, dtype=types.UINT8)
+            cut = fn.slice(encoded, 0, 12, axes=[0])  # every file cut short: nothing decodes
+            pipe.set_outputs(fn.decoders.image(cut, output_type=types.RGB))
+        return pipe
+
+    monkeypatch.setattr(pipeline, "define_decode_probe", broken)
+    root = write_index_folder(tmp_path / "data", [2])
+    with pytest.raises(BackendUnavailableError, match=r"known-good JPEG too.*not the files"):
+        check_dataset(root, probe_dali=True, use_cache=False, progress=False)
