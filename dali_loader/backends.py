@@ -6,6 +6,7 @@ it is needed, so the command line starts without it (`dali-loader --help`).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -86,8 +87,22 @@ def default_num_threads() -> int:
 def local_world_size() -> int:
     """Processes sharing this machine, as torchrun (and torch.distributed's launchers) say in
     LOCAL_WORLD_SIZE; 1 without it."""
-    value = os.environ.get("LOCAL_WORLD_SIZE", "")
-    return int(value) if value.isdigit() and int(value) > 0 else 1
+    value = os.environ.get("LOCAL_WORLD_SIZE")
+    if value is None:
+        return 1
+    try:
+        ranks = int(value)
+    except ValueError:
+        ranks = 0
+    if ranks < 1:
+        _warn_once(f"LOCAL_WORLD_SIZE={value!r} is not a positive integer: taken as 1")
+        return 1
+    return ranks
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning("dali_loader: %s", message)
 
 
 def default_cuda_device() -> torch.device:

@@ -98,7 +98,7 @@ class BaseLoader:
         self._stats = EpochStats(epoch)
         self._live = live = object()  # an older iterator still held is superseded from now on
         try:
-            for batch in timed(self._iter_epoch(batches, epoch), self._stats):
+            for batch in timed(self._iter_epoch(batches, epoch), self._stats, len(batches)):
                 self._position = (epoch, self._position[1] + 1)  # counted when handed over
                 yield batch
                 if self._live is not live:

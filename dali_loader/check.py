@@ -358,8 +358,8 @@ def _known_good_jpeg() -> np.ndarray:
 def _converted_copy(path: str, stamp: list[int]) -> str:
     """A lossless PNG of the RGB every backend delivers (`imaging.rgb8`, EXIF orientation
     applied), made once."""
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{stamp}".encode()).hexdigest()
-    copy = cache_dir() / "converted" / f"{key}.png"
+    name = f"{os.path.abspath(path)}|{stamp}".encode(errors="surrogateescape")  # any file name
+    copy = cache_dir() / "converted" / f"{hashlib.sha1(name).hexdigest()}.png"
     if copy.exists():
         return str(copy)
     with Image.open(path) as image:

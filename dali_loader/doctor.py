@@ -48,9 +48,10 @@ def diagnose(batch_size: int = 256, image_size: int = 224) -> list[Finding]:
 def _cores() -> str:
     usable = len(os.sched_getaffinity(0))
     ranks = local_world_size()
+    threads = default_num_threads()
     return (
-        f"{usable} usable; {ranks} rank(s) on this machine, so {default_num_threads()} "
-        "threads (or workers) per loader by default"
+        f"{usable} usable; {ranks} rank(s) on this machine, so {threads} "
+        f"thread{'s' if threads > 1 else ''} (or workers) per loader by default"
     )
 
 
@@ -126,15 +127,15 @@ def _shm(batch_size: int, image_size: int) -> Finding:
         return Finding("/dev/shm", "missing: the torchvision backend's workers need it", True)
     from fallback.buffers import slot_count
 
-    workers = default_num_threads()
-    needed = slot_count(workers) * batch_size * 3 * image_size * image_size
+    workers, ranks = default_num_threads(), local_world_size()
+    needed = ranks * slot_count(workers) * batch_size * 3 * image_size * image_size
     enough = usage.free >= needed
     advice = "" if enough else f"; give it more (docker run --shm-size={needed / 2**30 + 1:.0f}g)"
     return Finding(
         "/dev/shm",
         f"{usage.total / 2**30:.1f} GiB, {usage.free / 2**30:.1f} GiB free; the torchvision "
         f"backend with {workers} workers, batch {batch_size} at {image_size} px needs "
-        f"{needed / 2**30:.2f} GiB{advice}",
+        f"{needed / 2**30:.2f} GiB{f' for its {ranks} ranks' if ranks > 1 else ''}{advice}",
         problem=not enough,
     )
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .index import SampleIndex
-from .storage import as_bytes_array, reader_for
+from .storage import reader_for
 
 # What a batch crosses into the pipeline as: file names (DALI reads them) or encoded bytes.
 InputKind = Literal["paths", "bytes"]
@@ -77,13 +77,22 @@ class PathFeed(EpochFeed):
 
     def __init__(self, paths: tuple[str, ...], labels: np.ndarray, prefetch_queue_depth: int):
         super().__init__(labels, prefetch_queue_depth)
-        # Absolute: DALI's threads open them, and the process may change its directory.
-        names = as_bytes_array([os.path.abspath(path) for path in paths])
-        self._lengths = np.char.str_len(names).astype(np.int32)[:, None]
-        self._names = names.view(np.uint8).reshape(len(names), -1)
+        # Absolute (DALI's threads open them, and the process may change its directory), but
+        # not normalized: "link/../x" is where the kernel says, not where the text says.
+        encoded = [os.fsencode(os.path.join(os.getcwd(), path)) for path in paths]
+        # All names end to end, one copy: a padded table would cost every name the longest one.
+        self._lengths = np.array([len(name) for name in encoded], dtype=np.int64)
+        self._starts = np.concatenate(([0], np.cumsum(self._lengths[:-1])))
+        self._text = np.frombuffer(b"".join(encoded), dtype=np.uint8)
 
     def _arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
-        return self._names[batch], self._lengths[batch], self._labels[batch]
+        """The batch's names as rows of one zero-padded (N, longest) array, built in numpy."""
+        lengths = self._lengths[batch]
+        columns = np.arange(int(lengths.max()))
+        inside = columns < lengths[:, None]
+        names = np.zeros(inside.shape, dtype=np.uint8)
+        names[inside] = self._text[(self._starts[batch][:, None] + columns)[inside]]
+        return names, lengths.astype(np.int32)[:, None], self._labels[batch]
 
 
 class ShardFeed(EpochFeed):

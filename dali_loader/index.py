@@ -44,7 +44,7 @@ class SampleIndex:
     @functools.cached_property
     def sha1(self) -> str:
         """Which samples, in which order, with which labels; the same wherever the root is."""
-        digest = hashlib.sha1("\0".join(self.classes).encode())
+        digest = hashlib.sha1("\0".join(self.classes).encode(errors="surrogateescape"))
         for path, label in zip(self.paths, self.labels, strict=True):
             name = os.path.relpath(path, self.root) if self.root else path
             digest.update(f"\0{name}\0{label}".encode("utf-8", "surrogateescape"))
@@ -72,7 +72,9 @@ def build_index(source: Source) -> SampleIndex:
 
 def index_folder(root: str | os.PathLike[str]) -> SampleIndex:
     """Walk `root/<class>/**/<image>` exactly as torchvision's ImageFolder does."""
-    root = Path(root).expanduser()
+    # Absolute, not normalized (a "link/.." stays where the kernel puts it): the backends read
+    # the files later, maybe after the process changed its directory.
+    root = Path(root).expanduser().absolute()
     if not root.exists():
         raise DatasetError(f"dataset root {str(root)!r} does not exist; check the path")
     if not root.is_dir():
@@ -138,8 +140,9 @@ def index_pairs(paths: Sequence[str], labels: Sequence[int]) -> SampleIndex:
     if not_paths:
         raise DatasetError(f"paths must be strings or path objects, got {not_paths[0]!r}")
     classes = tuple(str(i) for i in range(int(max(labels)) + 1))
+    cwd = os.getcwd()
     return SampleIndex(
-        paths=tuple(os.fspath(p) for p in paths),
+        paths=tuple(os.path.join(cwd, os.fspath(p)) for p in paths),  # absolute, as above
         labels=tuple(int(label) for label in labels),
         classes=classes,
         class_to_idx={name: i for i, name in enumerate(classes)},

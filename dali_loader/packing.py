@@ -137,7 +137,7 @@ def is_packed(path: str | os.PathLike[str]) -> bool:
 
 def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
     """The samples of a packed data set, with every shard checked against its checksum."""
-    root = Path(root)
+    root = Path(root).absolute()  # shards are opened later, maybe in another directory
     manifest = json.loads((root / MANIFEST).read_text())
     if manifest.get("version") != VERSION:
         raise DatasetError(f"{root} was packed by another dali-loader version; pack it again")
@@ -281,7 +281,8 @@ def _verify(tar: Path, shard: dict[str, Any]) -> None:
             f"shard {tar} is {stamp[0]:,} bytes, the manifest says {shard['bytes']:,}: it is "
             "truncated or was modified; pack the data set again"
         )
-    key = hashlib.sha1(f"{tar.resolve()}|{stamp}|{shard['sha256']}".encode()).hexdigest()
+    name = f"{tar.resolve()}|{stamp}|{shard['sha256']}".encode(errors="surrogateescape")
+    key = hashlib.sha1(name).hexdigest()
     marker = cache_dir() / "verified" / key
     if marker.exists():
         return

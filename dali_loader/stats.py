@@ -57,8 +57,10 @@ class EpochStats:
         )
 
 
-def timed(batches: Iterator[T], stats: EpochStats) -> Iterator[T]:
-    """Yield `batches`, recording in `stats` how long each was waited for and held."""
+def timed(batches: Iterator[T], stats: EpochStats, expected: int) -> Iterator[T]:
+    """Yield `batches` (`expected` of them), recording in `stats` how long each was waited for
+    and held. An epoch whose every batch was handed over is finished, whether or not the loop
+    asks for the end (`zip(range(n), loader)` does not)."""
     start = asked = time.perf_counter()
     try:
         for batch in batches:
@@ -68,6 +70,7 @@ def timed(batches: Iterator[T], stats: EpochStats) -> Iterator[T]:
             stats.waited_s += now - asked
             stats.batches += 1
             stats.elapsed_s = now - start
+            stats.finished = stats.batches == expected
             yield batch
             asked = time.perf_counter()
             stats.elapsed_s = asked - start

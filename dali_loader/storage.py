@@ -40,7 +40,7 @@ class SampleReader:
     def __init__(
         self, paths: Sequence[str] | np.ndarray, locations: ShardLocations | None = None
     ) -> None:
-        self.paths = paths if isinstance(paths, np.ndarray) else as_bytes_array(paths)
+        self.paths = paths if isinstance(paths, np.ndarray) else _as_bytes_array(paths)
         self.locations = locations
         self._fds: dict[int, int] = {}
         self._opening = threading.Lock()
@@ -87,8 +87,7 @@ class SampleReader:
         self.__init__(state["paths"], state["locations"])  # type: ignore[misc, arg-type]
 
 
-def as_bytes_array(paths: Sequence[str]) -> np.ndarray:
-    """Paths as one numpy array of bytes: rows of one zero-padded block, no object a path."""
+def _as_bytes_array(paths: Sequence[str]) -> np.ndarray:
     return np.array([os.fsencode(path) for path in paths], dtype=np.bytes_)
 
 

@@ -42,7 +42,6 @@ except ImportError:  # installed with DALI; without it, decode whole images
 from .geometry import SampleParams, eval_box, train_params
 
 _EXIF_ORIENTATION = 0x0112
-_SWAPS_AXES = {5, 6, 7, 8}  # orientations that turn the image by 90 degrees
 
 
 def load_sample(
@@ -52,19 +51,25 @@ def load_sample(
     uint8 (3, H, W), and the angle it is still to be turned by (`rotate`; 0 for none)."""
     with Image.open(io.BytesIO(encoded)) as image:
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        if not (image.format == "JPEG" and image.mode == "RGB" and orientation == 1):
+            # Decoded whole and upright first: its size is the one to crop from (PIL turns
+            # some formats itself, TIFF, so the header's size cannot say).
+            upright = _to_rgb(image, orientation)
+            width, height = upright.size
+            if not spec.train:
+                return _eval(upright, eval_box(width, height, spec), spec), 0.0
+            params = train_params(width, height, spec, rng)
+            return _train(upright, params, spec, (width, height)), params.angle
         width, height = image.size
-        if orientation in _SWAPS_AXES:
-            width, height = height, width
         if not spec.train:
-            return _eval(_to_rgb(image, orientation), eval_box(width, height, spec), spec), 0.0
+            return _eval(_to_rgb(image, 1), eval_box(width, height, spec), spec), 0.0
         params = train_params(width, height, spec, rng)
-        plain_jpeg = image.format == "JPEG" and image.mode == "RGB" and orientation == 1
-        if plain_jpeg and not _draft(image, params, spec):
+        if not _draft(image, params, spec):  # a plain JPEG: decode only the crop's region
             left, top, right, bottom = (int(v) for v in params.box)
             crop = _decode_jpeg_region(encoded, (left, top, right, bottom))
             if crop is not None:
                 return _finish(crop.permute(2, 0, 1), params, spec), params.angle
-        return _train(_to_rgb(image, orientation), params, spec, (width, height)), params.angle
+        return _train(_to_rgb(image, 1), params, spec, (width, height)), params.angle
 
 
 def _decode_jpeg_region(encoded: bytes, box: tuple[int, int, int, int]) -> torch.Tensor | None:

@@ -16,7 +16,9 @@ from dali_loader.backends import default_num_threads
         (16, "1", 16),
         (16, "8", 2),
         (16, "32", 1),
-        (16, "abc", 16),  # not a number: as if unset
+        (16, "abc", 16),  # not a number: as if unset, with a warning
+        (16, "\u00b2", 16),  # a digit to str.isdigit, not to int()
+        (16, "0", 16),
         (2, "8", 2),  # pinned to 2 of the 16 cores (taskset, SLURM): they are this rank's
         (4, "2", 4),
     ],

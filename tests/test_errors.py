@@ -55,8 +55,8 @@ def test_class_folder_without_images(tmp_path: Path, small_folder: Path) -> None
         ({"image_size": (224, 224, 3)}, "image_size is an int or a"),
         ({"shard_id": 1}, "pass shard_id and num_shards together"),
         ({"shard_id": 2, "num_shards": 2}, r"shard_id must be in \[0, num_shards\)"),
-        ({"num_threads": -1}, "num_threads must be positive"),
-        ({"backend": "dali-cpu", "num_threads": 0}, "num_threads must be positive"),
+        ({"num_threads": -1}, "num_threads must be a positive integer"),
+        ({"backend": "dali-cpu", "num_threads": 0}, "num_threads must be a positive integer"),
         ({"backend": "dali-cpu", "device": "cuda"}, "backend='dali-cpu' delivers CPU tensors"),
     ],
 )

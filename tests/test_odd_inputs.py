@@ -304,3 +304,84 @@ def test_check_json_report_lists_the_converted_deep_image(tmp_path: Path) -> Non
     assert main(["check", str(root), "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert [Path(c["path"]).name for c in report["converted"]] == ["deep.png"]
+
+
+def test_a_root_through_a_symlink_and_dotdot_is_read_where_the_kernel_says(
+    tmp_path: Path,
+) -> None:
+    """root = proj/../data with proj a link: the files are under the link's target's parent,
+    not at the textual data/ (where a decoy lies): every backend reads the same files."""
+    write_index_folder(tmp_path / "store" / "data", [3])
+    (tmp_path / "store" / "proj").mkdir()
+    (tmp_path / "proj").symlink_to(tmp_path / "store" / "proj")
+    decoy = write_index_folder(tmp_path / "data", [3], size=(40, 40))
+    for image in decoy.rglob("*.jpg"):
+        Image.new("RGB", (40, 40), (250, 0, 250)).save(image)
+    root = tmp_path / "proj" / ".." / "data"
+    for backend in CPU_BACKENDS:
+        loader = create_loader(root, backend=backend, train=False, batch_size=3, image_size=16)
+        images, _ = next(iter(loader))
+        assert decode_indices(images, IMAGENET_MEAN, IMAGENET_STD) == [0, 1, 2], backend
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_relative_root_survives_a_change_of_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, packed: bool
+) -> None:
+    root = write_index_folder(tmp_path / "data", [3, 2])
+    if packed:
+        root = pack(root, tmp_path / "packed", shard_size=8 << 10, progress=False).parent
+    monkeypatch.chdir(tmp_path)
+    loader = create_loader(root.name, backend=backend, train=False, batch_size=2, image_size=16)
+    monkeypatch.chdir("/")
+    assert sum(len(labels) for _, labels in loader) == 5
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_file_name_that_is_not_utf8_can_be_converted(tmp_path: Path, backend: str) -> None:
+    folder = tmp_path / "data" / "c"
+    folder.mkdir(parents=True)
+    palette = Image.new("RGB", (24, 24), (200, 30, 30)).convert("P")
+    palette.save(os.fsdecode(bytes(folder) + b"/caf\xe9.png"))  # Latin-1 bytes in the name
+    assert raw_pixels(tmp_path / "data", backend, size=16).shape == (3, 16, 16)
+
+
+def test_an_epoch_read_to_its_last_batch_is_finished_without_asking_for_the_end(
+    small_folder: Path,
+) -> None:
+    loader = create_loader(small_folder, backend="torchvision", batch_size=4, num_threads=0)
+    for _ in zip(range(len(loader)), loader, strict=False):
+        pass
+    stats = loader.stats()
+    assert stats is not None and stats.finished and "left early" not in str(stats)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("suffix", ["jpg", "tif", "png"])
+def test_exif_rotated_files_come_out_upright_in_every_format(
+    tmp_path: Path, backend: str, suffix: str
+) -> None:
+    """Orientation 6 (turn 90 degrees clockwise to view): a left-white, right-black 60x40
+    image is viewed 40 wide, 60 tall, white on top. PIL turns TIFFs itself when it opens them."""
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :30] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    root = one_image_folder(tmp_path / "data", image, f"turned.{suffix}", exif=exif.tobytes())
+    for train in (False, True):
+        loader = create_loader(
+            root,
+            backend=backend,
+            train=train,
+            batch_size=1,
+            image_size=(60, 40),
+            scale=(1.0, 1.0),
+            ratio=(40 / 60, 40 / 60),
+            flip_prob=0.0,
+            num_threads=1,
+            **RAW,
+        )
+        out = next(iter(loader))[0][0] * 255
+        assert out[:, :25].mean() > 200 and out[:, 35:].mean() < 50, (train, out.mean())
