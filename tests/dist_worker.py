@@ -11,7 +11,7 @@ from dali_loader import create_loader
 from tests.conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices
 
 
-def main(root: str, backend: str, out: str, on_bad_file: str = "raise") -> None:
+def main(root: str, backend: str, on_bad_file: str, out: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     loader = create_loader(

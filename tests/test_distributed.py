@@ -17,10 +17,31 @@ from .conftest import write_index_folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env() -> dict[str, str]:
+def _two_ranks(script: str, data: Path, *args: str) -> Path:
+    """Run tests/`script` DATA [ARGS] OUT on two ranks under torch.distributed.run; its OUT."""
+    out = data.parent / "out"
+    out.mkdir()
     # Prepended, not replaced: DALI staged on PYTHONPATH (the GPU proof) must reach the ranks.
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(ROOT / "tests" / script),
+            str(data),
+            *args,
+            str(out),
+        ],
+        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
 
 
 @pytest.mark.parametrize(
@@ -37,27 +58,7 @@ def test_two_ranks_share_every_epoch_exactly(
         (data / "class_01" / "page.jpg").write_bytes(b"<html></html>")
     if packed:
         data = pack(data, tmp_path / "packed", shard_size=8 << 10, progress=False).parent
-    out = tmp_path / "out"
-    out.mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(ROOT / "tests" / "dist_worker.py"),
-            str(data),
-            backend,
-            str(out),
-            "skip" if with_bad_files else "raise",
-        ],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    out = _two_ranks("dist_worker.py", data, backend, "skip" if with_bad_files else "raise")
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["shard"] for r in ranks] == [[0, 2], [1, 2]]  # taken from torch.distributed
     for epoch in range(2):
@@ -69,26 +70,7 @@ def test_two_ranks_share_every_epoch_exactly(
 
 
 def test_ranks_that_list_different_samples_refuse(tmp_path: Path) -> None:
-    data = write_index_folder(tmp_path / "data", [5])
-    out = tmp_path / "out"
-    out.mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(ROOT / "tests" / "dist_mismatch.py"),
-            str(data),
-            str(out),
-        ],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    out = _two_ranks("dist_mismatch.py", write_index_folder(tmp_path / "data", [5]))
     for rank in range(2):
         message = json.loads((out / f"rank{rank}.json").read_text())
         assert "the ranks see different data sets (rank 0: 4 samples" in message
