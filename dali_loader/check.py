@@ -13,6 +13,7 @@ classified once, ahead of time, and the verdict is cached (keyed by path, size a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -40,7 +41,8 @@ logger = logging.getLogger("dali_loader")
 # What DALI decodes exactly as PIL does: these formats, in these modes.
 _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
-_CACHE_VERSION = 3  # 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime
+# 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime; 4: upright sizes
+_CACHE_VERSION = 4
 # Probe pipelines at once: each holds a decoder (on a GPU, its own memory), and decoding one
 # small file at a time is bound by the pipeline's own overhead, not the cores.
 _PROBE_THREADS = 8
@@ -55,6 +57,9 @@ class CheckReport:
     bad: dict[str, str] = field(default_factory=dict)
     converted: dict[str, str] = field(default_factory=dict)  # path -> why
     copies: dict[str, str] = field(default_factory=dict)  # path -> the PNG copy DALI reads
+    # path -> (width, height) as delivered (EXIF orientation applied), for every good file:
+    # the augmentation's parameters are drawn from it before any backend decodes the file.
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def summary(self, limit: int = 20) -> str:
         lines = [
@@ -140,7 +145,10 @@ def check_dataset(
     for path, verdict in verdicts.items():
         if verdict["status"] == "bad":
             report.bad[path] = verdict["reason"]
-        elif verdict["status"] == "convert":
+            continue
+        width, height = verdict["size"]
+        report.sizes[path] = (width, height)
+        if verdict["status"] == "convert":
             report.converted[path] = verdict["reason"]
             report.copies[path] = _converted_copy(path, verdict["stamp"])
     if use_cache:
@@ -178,35 +186,31 @@ def check_policy(on_bad_file: str) -> None:
 
 
 def apply_policy(index: SampleIndex, report: CheckReport, on_bad_file: str) -> SampleIndex:
-    """The index the loader reads under `on_bad_file`: "raise" on any bad file, or "skip" them."""
+    """The index the loader reads: bad files raised ("raise") or left out ("skip"), and each
+    sample's size as the check found it."""
     check_policy(on_bad_file)
-    if not report.bad:
-        return index
-    listed = "\n".join(f"  {path}: {reason}" for path, reason in list(report.bad.items())[:5])
-    more = f"\n  ... and {len(report.bad) - 5} more" if len(report.bad) > 5 else ""
-    if on_bad_file == "raise":
-        raise DatasetError(
-            f"{len(report.bad)} file(s) under {report.source} cannot be decoded:\n{listed}{more}\n"
-            f"Run `dali-loader check {report.source}` for the full list, then fix or remove "
-            "them, or pass on_bad_file='skip' to leave them out."
+    if report.bad:
+        listed = "\n".join(f"  {path}: {why}" for path, why in list(report.bad.items())[:5])
+        more = f"\n  ... and {len(report.bad) - 5} more" if len(report.bad) > 5 else ""
+        if on_bad_file == "raise":
+            raise DatasetError(
+                f"{len(report.bad)} file(s) under {report.source} cannot be decoded:\n"
+                f"{listed}{more}\nRun `dali-loader check {report.source}` for the full list, "
+                "then fix or remove them, or pass on_bad_file='skip' to leave them out."
+            )
+        logger.warning(
+            "skipping %d bad file(s) under %s (on_bad_file='skip'):\n%s%s",
+            len(report.bad),
+            report.source,
+            listed,
+            more,
         )
-    logger.warning(
-        "skipping %d bad file(s) under %s (on_bad_file='skip'):\n%s%s",
-        len(report.bad),
-        report.source,
-        listed,
-        more,
-    )
-    keep = [i for i, path in enumerate(index.paths) if path not in report.bad]
-    if not keep:
-        raise DatasetError(f"every file under {report.source} is bad; nothing to load")
-    return SampleIndex(
-        paths=tuple(index.paths[i] for i in keep),
-        labels=tuple(index.labels[i] for i in keep),
-        classes=index.classes,
-        class_to_idx=index.class_to_idx,
-        root=index.root,
-    )
+        keep = [i for i, path in enumerate(index.paths) if path not in report.bad]
+        if not keep:
+            raise DatasetError(f"every file under {report.source} is bad; nothing to load")
+        index = index.subset(keep)
+    sizes = np.array([report.sizes[path] for path in index.paths], dtype=np.int32)
+    return dataclasses.replace(index, sizes=sizes.reshape(len(index), 2))
 
 
 def _inspect_all(
@@ -248,7 +252,8 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
                 return verdict
             image_format, mode = image.format, image.mode
             image.load()
-            rgb8(ImageOps.exif_transpose(image))  # what the backends deliver: must not fail
+            upright = rgb8(ImageOps.exif_transpose(image))  # what the backends deliver
+            verdict["size"] = list(upright.size)
     except PermissionError:
         verdict["reason"] = "permission denied: make the file readable"
         return verdict

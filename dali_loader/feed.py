@@ -7,11 +7,12 @@ list of one array per file plus a list of label scalars, cost the loop's thread 
 image, DALI's own work included; these feeds cost it about 3 (folders) and 8 (shards).
 
 - `PathFeed` (image folders): each batch is the file names as rows of one zero-padded uint8
-  array, their lengths and the labels, three arrays in all; DALI's own threads read the files
-  (`fn.io.file.read`), without Python.
+  array and their lengths; DALI's own threads read the files (`fn.io.file.read`), no Python.
 - `ShardFeed` (packed shards): DALI cannot read a byte range of a file, so helper threads
   `pread` the next batch's samples into one buffer while DALI works (the reads release the GIL),
   and the batch is a list of views into it.
+Then come the labels and the batch's augmentation parameters (`dali_loader.params`: crop boxes,
+flips, angles, drawn for the whole batch at once), one array each.
 
 Batches are handed over without a copy (`no_copy`): each stays referenced here until DALI is
 done with it, `prefetch_queue_depth` batches later.
@@ -26,7 +27,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import params
 from .index import SampleIndex
+from .spec import LoaderSpec
 from .storage import reader_for
 
 # What a batch crosses into the pipeline as: file names (DALI reads them) or encoded bytes.
@@ -40,15 +43,20 @@ class EpochFeed:
 
     inputs: InputKind
 
-    def __init__(self, labels: np.ndarray, prefetch_queue_depth: int) -> None:
+    def __init__(
+        self, spec: LoaderSpec, labels: np.ndarray, sizes: np.ndarray, prefetch_queue_depth: int
+    ) -> None:
+        self._spec = spec
         self._labels = labels.astype(np.int64)
+        self._sizes = sizes
         self._batches: list[np.ndarray] = []
+        self._epoch = 0
         self._next = 0
         # DALI reads a batch given without a copy until `prefetch_queue_depth` batches later.
         self._alive: deque[tuple[Any, ...]] = deque(maxlen=prefetch_queue_depth + 2)
 
-    def start(self, batches: list[np.ndarray]) -> None:
-        self._batches, self._next = batches, 0
+    def start(self, batches: list[np.ndarray], epoch: int) -> None:
+        self._batches, self._epoch, self._next = batches, epoch, 0
 
     def stop(self) -> None:
         """End the epoch early: the pipeline gets StopIteration on its next request."""
@@ -59,11 +67,17 @@ class EpochFeed:
             raise StopIteration
         batch = self._batches[self._next]
         self._next += 1
-        arrays = self._arrays(batch)
+        drawn = params.draw(self._spec, self._epoch, batch, self._sizes[batch])
+        arrays = (
+            *self._files(batch),
+            self._labels[batch],
+            *(getattr(drawn, name) for name in params.fields(self._spec)),
+        )
         self._alive.append(arrays)
         return arrays
 
-    def _arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
+    def _files(self, batch: np.ndarray) -> tuple[Any, ...]:
+        """What DALI reads the batch's encoded files from (see the subclasses)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -71,12 +85,19 @@ class EpochFeed:
 
 
 class PathFeed(EpochFeed):
-    """File names for `fn.io.file.read`: (names (N, L) uint8, lengths (N, 1), labels (N,))."""
+    """File names for `fn.io.file.read`: names (N, L) uint8 and lengths (N, 1)."""
 
     inputs: InputKind = "paths"
 
-    def __init__(self, paths: tuple[str, ...], labels: np.ndarray, prefetch_queue_depth: int):
-        super().__init__(labels, prefetch_queue_depth)
+    def __init__(
+        self,
+        paths: tuple[str, ...],
+        spec: LoaderSpec,
+        labels: np.ndarray,
+        sizes: np.ndarray,
+        prefetch_queue_depth: int,
+    ) -> None:
+        super().__init__(spec, labels, sizes, prefetch_queue_depth)
         # Absolute (DALI's threads open them, and the process may change its directory), but
         # not normalized: "link/../x" is where the kernel says, not where the text says.
         encoded = [os.fsencode(os.path.join(os.getcwd(), path)) for path in paths]
@@ -85,52 +106,58 @@ class PathFeed(EpochFeed):
         self._starts = np.concatenate(([0], np.cumsum(self._lengths[:-1])))
         self._text = np.frombuffer(b"".join(encoded), dtype=np.uint8)
 
-    def _arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
+    def _files(self, batch: np.ndarray) -> tuple[Any, ...]:
         """The batch's names as rows of one zero-padded (N, longest) array, built in numpy."""
         lengths = self._lengths[batch]
         columns = np.arange(int(lengths.max()))
         inside = columns < lengths[:, None]
         names = np.zeros(inside.shape, dtype=np.uint8)
         names[inside] = self._text[(self._starts[batch][:, None] + columns)[inside]]
-        return names, lengths.astype(np.int32)[:, None], self._labels[batch]
+        return names, lengths.astype(np.int32)[:, None]
 
 
 class ShardFeed(EpochFeed):
-    """Encoded samples read from tar shards: (list of uint8 views, labels (N,)); the next batch
-    is read ahead on up to 8 helper threads while DALI works on this one."""
+    """Encoded samples read from tar shards: a list of uint8 views; the next batch is read
+    ahead on up to 8 helper threads while DALI works on this one."""
 
     inputs: InputKind = "bytes"
 
     def __init__(
-        self, index: SampleIndex, labels: np.ndarray, prefetch_queue_depth: int, threads: int
+        self,
+        index: SampleIndex,
+        spec: LoaderSpec,
+        labels: np.ndarray,
+        sizes: np.ndarray,
+        prefetch_queue_depth: int,
+        threads: int,
     ) -> None:
-        super().__init__(labels, prefetch_queue_depth)
+        super().__init__(spec, labels, sizes, prefetch_queue_depth)
         assert index.locations is not None
         self._reader = reader_for(index)
-        self._sizes = index.locations.sizes
+        self._bytes = index.locations.sizes
         self._threads = max(1, min(threads, _READ_THREADS))
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dali-loader-read")
         # The next batch: its number, its buffer, where each sample starts, the reads filling it
         self._ahead: tuple[int, np.ndarray, np.ndarray, list[Future[None]]] | None = None
 
-    def start(self, batches: list[np.ndarray]) -> None:
+    def start(self, batches: list[np.ndarray], epoch: int) -> None:
         self._wait_ahead()
-        super().start(batches)
+        super().start(batches, epoch)
         self._read_ahead()
 
     def stop(self) -> None:
         self._wait_ahead()
         super().stop()
 
-    def _arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
+    def _files(self, batch: np.ndarray) -> tuple[Any, ...]:
         assert self._ahead is not None and self._ahead[0] == self._next - 1
         _, buffer, starts, reads = self._ahead
         for read in reads:
             read.result()
         self._read_ahead()
-        ends = starts + self._sizes[batch]
+        ends = starts + self._bytes[batch]
         views = [buffer[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-        return views, self._labels[batch]
+        return (views,)
 
     def _read_ahead(self) -> None:
         """Start reading the batch DALI asks for next into one buffer, split over the threads."""
@@ -138,7 +165,7 @@ class ShardFeed(EpochFeed):
         if self._next >= len(self._batches):
             return
         batch = self._batches[self._next]
-        sizes = self._sizes[batch]
+        sizes = self._bytes[batch]
         starts = np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64)
         buffer = np.empty(int(sizes.sum()), np.uint8)
         parts = [p for p in np.array_split(np.arange(len(batch)), self._threads) if len(p)]
@@ -147,7 +174,7 @@ class ShardFeed(EpochFeed):
 
     def _read(self, buffer: np.ndarray, starts: np.ndarray, samples: np.ndarray) -> None:
         view = buffer.data
-        sizes = self._sizes[samples].tolist()
+        sizes = self._bytes[samples].tolist()
         for start, size, i in zip(starts.tolist(), sizes, samples.tolist(), strict=True):
             self._reader.read_into(view[start : start + size], i)
 
@@ -165,6 +192,7 @@ class ShardFeed(EpochFeed):
 
 def feed_for(
     index: SampleIndex,
+    spec: LoaderSpec,
     labels: np.ndarray,
     *,
     read_paths: tuple[str, ...] | None,
@@ -172,6 +200,8 @@ def feed_for(
     threads: int,
 ) -> EpochFeed:
     """The feed for `index`: shards when it is packed, else its files (or `read_paths`)."""
+    if index.sizes is None:
+        raise ValueError("the index has no image sizes: build it with the dataset check")
     if index.locations is not None:
-        return ShardFeed(index, labels, prefetch_queue_depth, threads)
-    return PathFeed(read_paths or index.paths, labels, prefetch_queue_depth)
+        return ShardFeed(index, spec, labels, index.sizes, prefetch_queue_depth, threads)
+    return PathFeed(read_paths or index.paths, spec, labels, index.sizes, prefetch_queue_depth)

@@ -6,6 +6,7 @@ The folder walk is torchvision's own (`find_classes`, `make_dataset`), so `class
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import numbers
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 Source = Union[str, "os.PathLike[str]", tuple[Sequence[Any], Sequence[Any]]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SampleIndex:
     """Every sample of a data set, in a fixed order: sample i is (paths[i], labels[i])."""
 
@@ -37,9 +38,24 @@ class SampleIndex:
     class_to_idx: dict[str, int]
     root: str | None = None  # the folder it was walked from, if any
     locations: ShardLocations | None = None  # set for a packed data set: bytes in tar shards
+    # (N, 2) int32 (width, height) of each sample as delivered (EXIF orientation applied), from
+    # the dataset check or the pack manifest: the augmentation is drawn from it before decoding.
+    sizes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def subset(self, keep: Sequence[int]) -> SampleIndex:
+        """The samples `keep`, in that order, with every field that describes them."""
+        rows = np.asarray(keep, dtype=np.int64)
+        where = self.locations
+        return dataclasses.replace(
+            self,
+            paths=tuple(self.paths[i] for i in keep),
+            labels=tuple(self.labels[i] for i in keep),
+            locations=None if where is None else where.subset(rows),
+            sizes=None if self.sizes is None else self.sizes[rows],
+        )
 
     @functools.cached_property
     def sha1(self) -> str:

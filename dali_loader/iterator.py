@@ -47,6 +47,7 @@ class DaliLoader(BaseLoader):
         self._decode = decode
         self._feed = feed_for(
             index,
+            spec,
             self._labels,
             read_paths=read_paths,
             prefetch_queue_depth=prefetch_queue_depth,
@@ -67,7 +68,7 @@ class DaliLoader(BaseLoader):
         self._mid_epoch = False
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
-        self._feed.start(batches)
+        self._feed.start(batches, epoch)
         if self._iterator is None:
             from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 

@@ -41,7 +41,7 @@ from .spec import DEFAULT_MAX_PIXELS
 from .storage import ShardLocations
 
 FORMAT = "dali-loader/webdataset"
-VERSION = 1
+VERSION = 2  # 2: each sample's upright (width, height) in the shard's json
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -141,7 +141,7 @@ def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
     manifest = json.loads((root / MANIFEST).read_text())
     if manifest.get("version") != VERSION:
         raise DatasetError(f"{root} was packed by another dali-loader version; pack it again")
-    shards, shard_ids, offsets, sizes, labels, names = [], [], [], [], [], []
+    shards, shard_ids, offsets, sizes, labels, names, dims = [], [], [], [], [], [], []
     for number, shard in enumerate(manifest["shards"]):
         tar = root / f"{shard['name']}.tar"
         _verify(tar, shard)
@@ -156,6 +156,7 @@ def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
             sizes.append(size)
             labels.append(label)
             names.append(f"{tar}:{name}")
+        dims += meta["image_sizes"]
     classes = tuple(manifest["classes"])
     return SampleIndex(
         paths=tuple(names),
@@ -169,6 +170,7 @@ def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
             offsets=np.asarray(offsets, dtype=np.int64),
             sizes=np.asarray(sizes, dtype=np.int64),
         ),
+        sizes=np.asarray(dims, dtype=np.int32).reshape(len(names), 2),
     )
 
 
@@ -193,6 +195,7 @@ def _plan(index: SampleIndex, copies: dict[str, str], shard_size: int, seed: int
                 "path": path,
                 "ext": ext,
                 "label": index.labels[i],
+                "image_size": index.sizes[i].tolist() if index.sizes is not None else None,
                 "stamp": stamp,
             }
         )
@@ -241,6 +244,7 @@ def _write_shard(out: Path, shard: dict[str, Any]) -> int:
         "bytes": tar_path.stat().st_size,
         "sha256": _sha256(tar_path),
         "labels": [s["label"] for s in shard["samples"]],
+        "image_sizes": [s["image_size"] for s in shard["samples"]],
     }
     write_atomic(out / f"{name}.json", json.dumps(meta))
     return len(entries)

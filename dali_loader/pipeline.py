@@ -3,10 +3,11 @@
 Samples come in through `external_source`, in the order the sampler chose, so DALI never decides
 the order (its reader shuffles only inside a buffer). What comes in is either file names, which
 DALI's own threads read (`fn.io.file.read`: no Python, no GIL, per file), or, for packed shards,
-the encoded bytes the feed read ahead (`dali_loader.feed`). On the GPU, decoding is nvJPEG
-(`device="mixed"`, the hardware decoder where the GPU has one) with the random crop fused into
-the decode; flip, rotation and normalization follow on the GPU. With `device_id=None` the same
-graph runs on the CPU.
+the encoded bytes the feed read ahead (`dali_loader.feed`). Each sample's crop window, flip and
+angle come in beside them, drawn on the host (`dali_loader.params`), the same values the
+torchvision backend applies. On the GPU, decoding is nvJPEG (`device="mixed"`, the hardware
+decoder where the GPU has one) of the crop window alone; resize, flip, rotation and
+normalization follow on the GPU. With `device_id=None` the same graph runs on the CPU.
 
 Every function here only *defines* a pipeline: defining checks operator names, argument names
 and device placement without a GPU, so the tests define every GPU graph on CPU-only machines
@@ -19,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
 
+from . import params
 from .errors import BackendUnavailableError
 from .feed import InputKind
-from .spec import SEED_LIMIT, LoaderSpec
+from .spec import LoaderSpec
 
 Source = Callable[[], Any]
 
@@ -57,27 +58,30 @@ def define_pipeline(
 ) -> Pipeline:
     """A pipeline (not built) whose outputs are ("images", "labels") for the batches of `source`.
 
-    `source()` returns the next batch as `inputs` says (see `dali_loader.feed`), or raises
-    StopIteration at the end of the epoch. Labels come out int64 (N,), on the images' device.
-    `decode=False` replaces decoding and augmentation by the encoded sizes: the input path alone.
+    `source()` returns the next batch as `inputs` says, then its labels and its augmentation
+    parameters (`dali_loader.feed`), or raises StopIteration at the end of the epoch. The graph
+    draws nothing itself. Labels come out int64 (N,), on the images' device. `decode=False`
+    replaces decoding and augmentation by the encoded sizes and the parameters: the input path.
     """
     pipe = Pipeline(
         batch_size=spec.batch_size,
         num_threads=num_threads,
         device_id=device_id,
-        seed=(spec.seed * 1000 + spec.shard_id + 1) % SEED_LIMIT,
         prefetch_queue_depth=prefetch_queue_depth,
     )
     with pipe:
-        encoded, labels = _read(inputs, source)
+        encoded, labels, drawn = _read(spec, inputs, source)
         if not decode:
-            pipe.set_outputs(encoded.shape(), labels)
+            flat = [
+                fn.cast(fn.reshape(node, shape=[-1]), dtype=types.FLOAT) for node in drawn.values()
+            ]
+            pipe.set_outputs(fn.cat(fn.cast(encoded.shape(), dtype=types.FLOAT), *flat), labels)
             return pipe
         decoder = _MIXED_DECODER if device_id is not None else _CPU_DECODER
         if spec.train:
-            images, mirror = _train_images(spec, encoded, decoder)
+            images, mirror = _train_images(spec, encoded, drawn, decoder)
         else:
-            images, mirror = _eval_images(spec, encoded, decoder), 0
+            images, mirror = _eval_images(spec, encoded, drawn["boxes"], decoder), 0
         images = fn.crop_mirror_normalize(
             images,
             dtype=_OUTPUT_DTYPES[spec.dtype],
@@ -90,70 +94,71 @@ def define_pipeline(
     return pipe
 
 
-def _read(inputs: InputKind, source: Source) -> tuple[Any, Any]:
-    """The encoded files and int64 labels of a batch, from what the feed gives."""
-    if inputs == "paths":
-        # File names as rows of one uint8 array, zero-padded, and their lengths: one array per
-        # batch crosses from Python, and DALI's threads open and read the files.
-        names, lengths, labels = fn.external_source(
-            source=source,
-            num_outputs=3,
-            batch=True,
-            no_copy=True,
-            dtype=[types.UINT8, types.INT32, types.INT64],
-        )
-        names = fn.slice(names, 0, lengths, axes=[0], out_of_bounds_policy="error")
-        return fn.io.file.read(names, dont_use_mmap=True), labels
-    encoded, labels = fn.external_source(
-        source=source, num_outputs=2, batch=True, no_copy=True, dtype=[types.UINT8, types.INT64]
+_PARAM_DTYPES = {"boxes": types.FLOAT, "flips": types.INT32, "angles": types.FLOAT}
+
+
+def _read(spec: LoaderSpec, inputs: InputKind, source: Source) -> tuple[Any, Any, dict[str, Any]]:
+    """The encoded files, int64 labels and augmentation parameters of a batch, as fed."""
+    names = params.fields(spec)
+    files = [types.UINT8, types.INT32] if inputs == "paths" else [types.UINT8]
+    outputs = fn.external_source(
+        source=source,
+        num_outputs=len(files) + 1 + len(names),
+        batch=True,
+        no_copy=True,
+        dtype=[*files, types.INT64, *(_PARAM_DTYPES[name] for name in names)],
     )
-    return encoded, labels
+    drawn = dict(zip(names, outputs[len(files) + 1 :], strict=True))
+    labels = outputs[len(files)]
+    if inputs == "bytes":
+        return outputs[0], labels, drawn
+    # File names as rows of one uint8 array, zero-padded, and their lengths: one array per
+    # batch crosses from Python, and DALI's threads open and read the files.
+    paths = fn.slice(outputs[0], 0, outputs[1], axes=[0], out_of_bounds_policy="error")
+    return fn.io.file.read(paths, dont_use_mmap=True), labels, drawn
 
 
-def _train_images(spec: LoaderSpec, encoded: Any, decoder: dict[str, Any]) -> tuple[Any, Any]:
-    """Random-resized crop fused into the decode, resize, optional rotation; flip is drawn."""
-    images = fn.decoders.image_random_crop(
+def _train_images(
+    spec: LoaderSpec, encoded: Any, drawn: dict[str, Any], decoder: dict[str, Any]
+) -> tuple[Any, Any]:
+    """The drawn window decoded alone (a region decode), resized; flipped, then turned.
+
+    The flip is applied last, by crop_mirror_normalize, so the turn goes the other way for a
+    flipped sample: flip then turn by a equals turn by -a then flip, torchvision's order.
+    """
+    box = drawn["boxes"]
+    images = fn.decoders.image_slice(
         encoded,
+        fn.stack(box[0], box[1]),  # anchor (x, y)
+        fn.stack(box[2] - box[0], box[3] - box[1]),  # shape (width, height)
+        normalized_anchor=False,
+        normalized_shape=False,
         output_type=types.RGB,
-        random_area=list(spec.scale),
-        random_aspect_ratio=list(spec.ratio),
-        num_attempts=10,
         **decoder,
     )
     images = fn.resize(images, size=list(spec.image_size), antialias=True)
+    flips = drawn["flips"]
     if spec.rotate_degrees > 0:
-        degrees = spec.rotate_degrees
         images = fn.rotate(
             images,
-            angle=fn.random.uniform(range=[-degrees, degrees]),
+            angle=drawn["angles"] * fn.cast(1 - 2 * flips, dtype=types.FLOAT),
             keep_size=True,
             fill_value=0,
             interp_type=types.INTERP_LINEAR,
         )
-    return images, fn.random.coin_flip(probability=spec.flip_prob)
+    return images, flips
 
 
-def _eval_images(spec: LoaderSpec, encoded: Any, decoder: dict[str, Any]) -> Any:
-    """Shorter side to `resize_size`, center crop `image_size`, as one resize of a region.
-
-    The region is computed from the encoded header without rounding the intermediate size, the
-    same geometry the torchvision backend uses (`fallback.geometry.eval_box`).
-    """
-    shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)
-    height, width = shape[0], shape[1]
-    out_h, out_w = spec.image_size
-    scale = spec.resize_size / dmath.min(height, width)
-    rel_h = out_h / (scale * height)
-    rel_w = out_w / (scale * width)
-    start = fn.stack((1 - rel_h) / 2, (1 - rel_w) / 2)
-    end = fn.stack((1 + rel_h) / 2, (1 + rel_w) / 2)
+def _eval_images(spec: LoaderSpec, encoded: Any, box: Any, decoder: dict[str, Any]) -> Any:
+    """The drawn box (shorter side to `resize_size`, center `image_size`: fractional, nothing
+    rounded) resized from the whole decoded image in one pass."""
     images = fn.decoders.image(encoded, output_type=types.RGB, **decoder)
     return fn.resize(
         images,
         size=list(spec.image_size),
-        roi_start=start,
-        roi_end=end,
-        roi_relative=True,
+        roi_start=fn.stack(box[1], box[0]),  # (y, x): the tensor's own order
+        roi_end=fn.stack(box[3], box[2]),
+        roi_relative=False,
         antialias=True,
     )
 

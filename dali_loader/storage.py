@@ -28,6 +28,11 @@ class ShardLocations:
     offsets: np.ndarray
     sizes: np.ndarray
 
+    def subset(self, rows: np.ndarray) -> ShardLocations:
+        return ShardLocations(
+            self.shards, self.shard_ids[rows], self.offsets[rows], self.sizes[rows]
+        )
+
 
 class SampleReader:
     """The encoded bytes of sample i. Picklable: each DataLoader worker opens its own files.

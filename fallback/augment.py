@@ -5,8 +5,10 @@ Where the time goes (ImageNet-like JPEG, one core) shapes this module:
   libjpeg-turbo, bit-identical; torchvision's `decode_jpeg` is as fast but deprecated); only the
   crop's region, with nvImageCodec's CPU decoder (libjpeg-turbo too, the same pixels), 0.74 ms.
   Train-mode RGB JPEGs without EXIF rotation take that way; the rest go through PIL, which reads
-  every ImageFolder format and mode, applies EXIF orientation, and decodes a JPEG at a reduced DCT
-  scale (1/2, 1/4, 1/8) when the crop still covers the output: large photos.
+  every ImageFolder format and mode and applies EXIF orientation. libjpeg's reduced DCT scales
+  (1/2, 1/4, 1/8) were used for crops twice the output size, but their pixels are not DALI's
+  (up to 35 levels of 255 at the 99th percentile, 64 px out of 500 px photos): dropped, so the
+  backends give the same pixels for the same seed.
 - crop + resize: torch's uint8 antialiased resize 0.17 ms, PIL's 0.5 ms.
 - rotation: one `grid_sample` in float with everything around it, 0.33 ms (torchvision's `rotate`
   0.64, PIL's 0.8), as the step after the resize. Resize and rotation stay two passes: a single
@@ -39,37 +41,41 @@ try:
 except ImportError:  # installed with DALI; without it, decode whole images
     nvimgcodec = None
 
-from .geometry import SampleParams, eval_box, train_params
+from dali_loader.params import SampleParams
 
 _EXIF_ORIENTATION = 0x0112
 
 
 def load_sample(
-    encoded: bytes, spec: LoaderSpec, rng: np.random.Generator
-) -> tuple[torch.Tensor, float]:
-    """The sample encoded in `encoded` (a whole image file), cropped, resized and flipped, as
-    uint8 (3, H, W), and the angle it is still to be turned by (`rotate`; 0 for none)."""
+    encoded: bytes, spec: LoaderSpec, params: SampleParams, size: tuple[int, int]
+) -> torch.Tensor:
+    """The sample encoded in `encoded` (a whole image file) cut to `params.box`, resized and
+    flipped, as uint8 (3, H, W); the turn by `params.angle` comes after (`rotate`). `size` is
+    the upright (width, height) the box was drawn for: a file of another size changed since
+    the check, and is refused rather than cut wrong."""
     with Image.open(io.BytesIO(encoded)) as image:
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
         if not (image.format == "JPEG" and image.mode == "RGB" and orientation == 1):
-            # Decoded whole and upright first: its size is the one to crop from (PIL turns
-            # some formats itself, TIFF, so the header's size cannot say).
+            # Decoded whole and upright first (PIL turns some formats itself, TIFF, so the
+            # header's size cannot say which way up the pixels are).
             upright = _to_rgb(image, orientation)
-            width, height = upright.size
+            _same_size(upright.size, size)
             if not spec.train:
-                return _eval(upright, eval_box(width, height, spec), spec), 0.0
-            params = train_params(width, height, spec, rng)
-            return _train(upright, params, spec, (width, height)), params.angle
-        width, height = image.size
+                return _eval(upright, params.box, spec)
+            return _train(upright, params, spec)
+        _same_size(image.size, size)
         if not spec.train:
-            return _eval(_to_rgb(image, 1), eval_box(width, height, spec), spec), 0.0
-        params = train_params(width, height, spec, rng)
-        if not _draft(image, params, spec):  # a plain JPEG: decode only the crop's region
-            left, top, right, bottom = (int(v) for v in params.box)
-            crop = _decode_jpeg_region(encoded, (left, top, right, bottom))
-            if crop is not None:
-                return _finish(crop.permute(2, 0, 1), params, spec), params.angle
-        return _train(_to_rgb(image, 1), params, spec, (width, height)), params.angle
+            return _eval(_to_rgb(image, 1), params.box, spec)
+        left, top, right, bottom = (int(v) for v in params.box)
+        crop = _decode_jpeg_region(encoded, (left, top, right, bottom))  # the region alone
+        if crop is not None:
+            return _finish(crop.permute(2, 0, 1), params, spec)
+        return _train(_to_rgb(image, 1), params, spec)
+
+
+def _same_size(found: tuple[int, int], recorded: tuple[int, int]) -> None:
+    if tuple(found) != tuple(recorded):
+        raise OSError(f"the image is {found}, the check recorded {recorded}: it changed since")
 
 
 def _decode_jpeg_region(encoded: bytes, box: tuple[int, int, int, int]) -> torch.Tensor | None:
@@ -114,33 +120,15 @@ def _region_decoder() -> Any:
     return _decoders[pid]
 
 
-def _draft(image: Image.Image, params: SampleParams, spec: LoaderSpec) -> bool:
-    """Let libjpeg decode at a reduced DCT scale when the crop still covers the output."""
-    if image.format != "JPEG":
-        return False
-    left, top, right, bottom = params.box
-    out_h, out_w = spec.image_size
-    reduce = min((right - left) / out_w, (bottom - top) / out_h)
-    if reduce < 2:
-        return False
-    width, height = image.size
-    image.draft("RGB", (int(width / reduce) + 1, int(height / reduce) + 1))
-    return True
-
-
 def _to_rgb(image: Image.Image, orientation: int) -> Image.Image:
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     return rgb8(image)
 
 
-def _train(
-    image: Image.Image, params: SampleParams, spec: LoaderSpec, full_size: tuple[int, int]
-) -> torch.Tensor:
-    sx, sy = image.width / full_size[0], image.height / full_size[1]  # < 1 after a draft
-    left, top, right, bottom = params.box
-    box = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
-    box = (box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1))
+def _train(image: Image.Image, params: SampleParams, spec: LoaderSpec) -> torch.Tensor:
+    left, top, right, bottom = (int(v) for v in params.box)  # whole pixels: drawn so
+    box = (left, top, right, bottom)
     return _finish(torch.from_numpy(np.array(image.crop(box))).permute(2, 0, 1), params, spec)
 
 

@@ -1,7 +1,8 @@
 """A map-style dataset whose items are whole batches, written into shared slots by the workers.
 
-Each sample's random parameters come from its own generator seeded with (seed, epoch, index):
-the augmentation of a sample does not depend on which worker made it or how many there are.
+Each batch's augmentation parameters are drawn by `dali_loader.params` from (seed, epoch, sample
+index) alone, as the DALI feed draws them: a sample's augmentation does not depend on the
+backend, on which worker made it or on how many there are.
 Workers write uint8 (rotated samples rounded back to whole pixel values), a quarter of the bytes
 of float32, into the slot their request names and hand back only the slot's number; the loader
 normalizes the whole batch once, on its device.
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dali_loader import params
 from dali_loader.spec import LoaderSpec
 from dali_loader.storage import SampleReader
 
@@ -24,17 +26,22 @@ BatchRequest = tuple[int, np.ndarray, int]  # (epoch, sample indices, slot to wr
 class BatchDataset(Dataset[int]):
     """Batches of augmented samples, written into `slots` (uint8 (S, N, 3, H, W))."""
 
-    def __init__(self, reader: SampleReader, spec: LoaderSpec, slots: torch.Tensor) -> None:
+    def __init__(
+        self, reader: SampleReader, spec: LoaderSpec, sizes: np.ndarray, slots: torch.Tensor
+    ) -> None:
         self.reader = reader
         self.spec = spec
+        self.sizes = sizes  # (N, 2) upright (width, height), as the check recorded them
         self.slots = slots
 
     def __getitem__(self, request: BatchRequest) -> int:  # type: ignore[override]
         """Write the samples of `request` into the first rows of its slot; return the slot."""
         epoch, indices, slot = request
         images = self.slots[slot]
-        for row, index in enumerate(indices):
-            rng = np.random.default_rng((self.spec.seed, epoch, int(index)))
-            sample, angle = load_sample(self.reader.read(int(index)), self.spec, rng)
+        drawn = params.draw(self.spec, epoch, indices, self.sizes[indices])
+        for row, index in enumerate(indices.tolist()):
+            size = (int(self.sizes[index, 0]), int(self.sizes[index, 1]))
+            sample = load_sample(self.reader.read(index), self.spec, drawn[row], size)
+            angle = drawn[row].angle
             images[row] = rotate(sample.float(), angle).round_().clamp_(0, 255) if angle else sample
         return slot

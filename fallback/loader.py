@@ -36,6 +36,12 @@ class _EpochRequests:
         return len(self.requests)
 
 
+def _sizes(index: SampleIndex) -> np.ndarray:
+    if index.sizes is None:
+        raise ValueError("the index has no image sizes: build it with the dataset check")
+    return index.sizes
+
+
 def _trust_the_check(worker_id: int) -> None:
     """Files were vetted against max_pixels by the check: lift PIL's own limit in workers."""
     Image.MAX_IMAGE_PIXELS = None
@@ -63,7 +69,7 @@ class TorchvisionLoader(BaseLoader):
         )
         self._requests = _EpochRequests()
         self._loader = DataLoader(
-            BatchDataset(reader_for(index), spec, self._slots),
+            BatchDataset(reader_for(index), spec, _sizes(index), self._slots),
             batch_size=None,
             sampler=self._requests,
             num_workers=num_workers,

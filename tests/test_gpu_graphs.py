@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from dali_loader import BackendUnavailableError, create_loader, pipeline
+from dali_loader import BackendUnavailableError, create_loader, params, pipeline
 from dali_loader.pipeline import build_or_explain, define_decode_probe, define_pipeline
 from dali_loader.spec import DTYPES, LoaderSpec
 
@@ -111,9 +111,8 @@ def test_the_cpu_graphs_of_every_combination_build_and_run(tmp_path: Path) -> No
         "paths": (
             names.view(np.uint8).reshape(len(files), -1),
             np.char.str_len(names).astype(np.int32)[:, None],
-            np.arange(2, dtype=np.int64),
         ),
-        "bytes": ([np.fromfile(f, np.uint8) for f in files], np.arange(2, dtype=np.int64)),
+        "bytes": ([np.fromfile(f, np.uint8) for f in files],),
     }
     for train, rotate, dtype, channels_last, inputs, decode in GRAPH_COMBOS:
         spec = LoaderSpec(
@@ -124,9 +123,12 @@ def test_the_cpu_graphs_of_every_combination_build_and_run(tmp_path: Path) -> No
             dtype=dtype,
             channels_last=channels_last,
         )
+        drawn = params.draw(spec, 0, np.arange(2), np.array([[48, 48], [48, 48]]))
+        batch = (*by_kind[inputs], np.arange(2, dtype=np.int64))
+        batch += tuple(getattr(drawn, name) for name in params.fields(spec))
         pipe = define_pipeline(
             spec,
-            _returning(by_kind[inputs]),
+            _returning(batch),
             inputs=inputs,
             device_id=None,
             num_threads=1,
@@ -208,8 +210,8 @@ def test_batches_given_without_a_copy_live_until_dali_is_done(
 
     original = feed.EpochFeed.__init__
 
-    def overwriting(self: Any, labels: np.ndarray, prefetch_queue_depth: int) -> None:
-        original(self, labels, prefetch_queue_depth)
+    def overwriting(self: Any, *args: Any) -> None:
+        original(self, *args)
         self._alive = _Overwriting(maxlen=self._alive.maxlen)
 
     monkeypatch.setattr(feed.EpochFeed, "__init__", overwriting)

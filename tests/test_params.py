@@ -1,0 +1,85 @@
+"""The one place that draws every sample's augmentation: ranges, distributions, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torchvision.transforms import RandomResizedCrop
+
+from dali_loader.params import draw
+from dali_loader.spec import LoaderSpec
+
+SIZES = np.array([[400, 300]] * 4000)  # (width, height)
+SAMPLES = np.arange(4000)
+
+
+def test_train_boxes_follow_random_resized_crop() -> None:
+    spec = LoaderSpec(scale=(0.25, 0.5), ratio=(0.5, 2.0))
+    boxes = draw(spec, 0, SAMPLES, SIZES).boxes.astype(np.float64)
+    left, top, right, bottom = boxes.T
+    assert (left >= 0).all() and (top >= 0).all() and (right <= 400).all() and (bottom <= 300).all()
+    assert ((left == np.floor(left)) & (right - left >= 1) & (bottom - top >= 1)).all()
+    area = (right - left) * (bottom - top) / (400 * 300)
+    assert area.min() >= 0.24 and area.max() <= 0.51
+    ratio = (right - left) / (bottom - top)
+    assert ratio.min() >= 0.49 and ratio.max() <= 2.05
+
+
+def test_drawn_like_torchvisions_get_params() -> None:
+    """Quantiles of area, aspect ratio and position against torchvision's own draws: a wrong
+    range, log scale or offset moves them far beyond the sampling noise of 4,000 draws."""
+    spec = LoaderSpec(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+    ours = draw(spec, 0, SAMPLES, SIZES).boxes.astype(np.float64)
+    torch.manual_seed(0)
+    image = torch.empty(3, 300, 400)
+    theirs = []
+    for _ in range(4000):
+        top, left, h, w = RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+        theirs.append([left, top, left + w, top + h])
+    reference = np.array(theirs, dtype=np.float64)
+
+    def features(boxes: np.ndarray) -> np.ndarray:
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        center_x = (boxes[:, 0] + boxes[:, 2]) / 2 / 400
+        return np.stack([w * h / 120000, np.log(w / h), center_x], axis=1)
+
+    quantiles = [0.1, 0.25, 0.5, 0.75, 0.9]
+    got = np.quantile(features(ours), quantiles, axis=0)
+    want = np.quantile(features(reference), quantiles, axis=0)
+    assert np.abs(got - want).max() < 0.04, (got, want)
+
+
+def test_flips_and_angles_have_their_probability_and_range() -> None:
+    for flip_prob in (0.0, 0.3, 1.0):
+        spec = LoaderSpec(flip_prob=flip_prob, rotate_degrees=15.0)
+        drawn = draw(spec, 0, SAMPLES, SIZES)
+        assert abs(drawn.flips.mean() - flip_prob) < 0.03
+        assert -15 <= drawn.angles.min() < -14 and 14 < drawn.angles.max() <= 15
+        assert abs(drawn.angles.mean()) < 0.5
+    assert (draw(LoaderSpec(rotate_degrees=0.0), 0, SAMPLES, SIZES).angles == 0).all()
+
+
+def test_a_samples_draw_depends_on_seed_epoch_and_index_alone() -> None:
+    spec = LoaderSpec(rotate_degrees=10.0)
+    sizes = np.array([[500, 375], [375, 500], [640, 480]])
+    together = draw(spec, 3, np.array([7, 11, 2]), sizes)
+    alone = draw(spec, 3, np.array([11]), sizes[1:2])
+    assert (together.boxes[1] == alone.boxes[0]).all()
+    assert together.flips[1] == alone.flips[0] and together.angles[1] == alone.angles[0]
+    other_epoch = draw(spec, 4, np.array([7, 11, 2]), sizes)
+    other_seed = draw(LoaderSpec(rotate_degrees=10.0, seed=1), 3, np.array([7, 11, 2]), sizes)
+    for other in (other_epoch, other_seed):
+        assert not np.array_equal(together.boxes, other.boxes)
+        assert not np.array_equal(together.angles, other.angles)
+
+
+def test_eval_box_is_the_shorter_side_to_resize_size_then_the_center() -> None:
+    spec = LoaderSpec(train=False, image_size=(224, 224))
+    box = draw(spec, 0, np.array([0]), np.array([[500, 375]])).boxes[0].astype(np.float64)
+    scale = 256 / 375
+    assert np.allclose(
+        box, [250 - 112 / scale, 187.5 - 112 / scale, 250 + 112 / scale, 187.5 + 112 / scale]
+    )
+    assert math.isclose(float(box[2] - box[0]), 224 / scale, rel_tol=1e-6)
