@@ -19,7 +19,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 # Images with more pixels are bad files (decompression bombs): PIL's own warning limit.
 DEFAULT_MAX_PIXELS = 89_478_485
 
-# Seeds are drawn from with torch (seed + epoch) and DALI (64-bit): below 2**63 both take them.
+# The order is drawn with torch (seed + epoch), the augmentation from 64-bit counters
+# (dali_loader.params): seeds below 2**63 suit both.
 SEED_LIMIT = 2**63
 
 # Eval resizes the shorter side to image_size / EVAL_CROP_FRACTION, then center-crops: 224 -> 256.
