@@ -6,7 +6,6 @@ order, the epoch counter and `len()` live here, so no backend can disagree on th
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -14,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .check import changed_files_message, changed_since_check
+from .cache import file_stamp
 from .errors import ConfigError, DaliLoaderError, DatasetError
-from .index import SampleIndex
 from .sampler import check_shardable, epoch_order, num_batches, shard_batches
+from .source import CheckedIndex
 from .spec import LoaderSpec
 from .stats import EpochStats, timed
 
@@ -26,6 +25,24 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 STATE_VERSION = 1
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _changed_since_check(files: list[str], checked_ns: int) -> list[str]:
+    """Those of `files` modified (or gone) after the check started at `checked_ns`
+    (`time.time_ns()`): a read of them that fails mid-epoch is the data's fault, not a bug."""
+    return [
+        path for path in files if (stamp := file_stamp(path)) is None or max(stamp[1:]) > checked_ns
+    ]
+
+
+def _changed_files_message(changed: list[str]) -> str:
+    listed = "\n".join(f"  {path}" for path in changed[:5])
+    more = f"\n  ... and {len(changed) - 5} more" if len(changed) > 5 else ""
+    return (
+        f"reading a batch failed, and {len(changed)} file(s) of this epoch changed after the "
+        f"loader checked them:\n{listed}{more}\nRestore or fix them, then create the loader "
+        "again: it checks them again (on_bad_file='skip' leaves bad files out)."
+    )
 
 
 class BaseLoader:
@@ -38,7 +55,8 @@ class BaseLoader:
 
     backend: str = ""
 
-    def __init__(self, index: SampleIndex, spec: LoaderSpec, device: torch.device) -> None:
+    def __init__(self, checked: CheckedIndex, spec: LoaderSpec, device: torch.device) -> None:
+        index = checked.index
         check_shardable(len(index), spec)
         self.dataset = index
         self.spec = spec
@@ -49,10 +67,9 @@ class BaseLoader:
         self._position: tuple[int, int] | None = None  # (epoch, batches handed over) in a loop
         self._stats: EpochStats | None = None
         self._live: object | None = None  # the token of the iterator now delivering
-        self.bad_files: dict[str, str] = {}  # skipped under on_bad_file="skip": path -> reason
-        # When the files were checked (the factory sets it to the check's start): a read that
-        # fails on a file changed since is the data's fault, and the error names the file.
-        self._checked_ns = time.time_ns()
+        self.bad_files = dict(checked.bad_files)  # left out under on_bad_file="skip": why
+        # A read that fails on a file changed since the check is the data's fault, and named.
+        self._checked_ns = checked.checked_ns
 
     @property
     def classes(self) -> list[str]:
@@ -116,7 +133,7 @@ class BaseLoader:
             raise
         except Exception as error:  # a worker's or DALI's: did a file change since the check?
             samples = np.concatenate(batches) if batches else np.empty(0, int)
-            changed = changed_since_check(self.dataset.files(samples), self._checked_ns)
+            changed = _changed_since_check(self.dataset.files(samples), self._checked_ns)
             if not changed:
                 raise
             # The backend's frames can hold the error in a reference cycle (torch's
@@ -124,7 +141,7 @@ class BaseLoader:
             # workers go when it is dropped, not when the garbage collector finds them (then
             # torch's iterator closes its queues first and waits 5 s for each worker).
             traceback.clear_frames(error.__traceback__)
-            raise DatasetError(changed_files_message(changed)) from error
+            raise DatasetError(_changed_files_message(changed)) from error
         self._position = None
 
     def stats(self) -> EpochStats | None:

@@ -142,20 +142,14 @@ def _feed_only_loader(case: Case) -> Any:
     input path (the feed, DALI's file reads, the pipeline's own overhead) can deliver here."""
     import torch
 
-    from .check import apply_policy, check_dataset
-    from .index import build_index
     from .iterator import DaliLoader
-    from .packing import index_packed, is_packed
+    from .source import open_source
     from .spec import LoaderSpec
 
-    if is_packed(case.root):
-        index = index_packed(case.root)
-    else:  # the check gives the sizes the augmentation is drawn from (cached after once)
-        index = build_index(case.root)
-        index = apply_policy(index, check_dataset(index, probe_dali=False), "raise")
+    checked = open_source(case.root, progress=False)  # the sizes the parameters are drawn from
     spec = LoaderSpec(batch_size=case.batch_size)
     cpu = torch.device("cpu")
-    return DaliLoader(index, spec, cpu, num_threads=case.workers, decode=False)
+    return DaliLoader(checked, spec, cpu, num_threads=case.workers, decode=False)
 
 
 def measure(case: Case, timeout: float = 1800) -> Result:

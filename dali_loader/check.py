@@ -14,9 +14,7 @@ classified once, ahead of time, and the verdict is cached (keyed by path, size a
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import io
 import json
 import logging
 import os
@@ -31,7 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from .cache import cache_dir, file_stamp, write_atomic
-from .errors import BackendUnavailableError, ConfigError, DatasetError
+from .errors import ConfigError, DatasetError
 from .imaging import rgb8
 from .index import SampleIndex, Source, build_index
 from .spec import DEFAULT_MAX_PIXELS
@@ -43,9 +41,6 @@ _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
 # 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime; 4: upright sizes
 _CACHE_VERSION = 4
-# Probe pipelines at once: each holds a decoder (on a GPU, its own memory), and decoding one
-# small file at a time is bound by the pipeline's own overhead, not the cores.
-_PROBE_THREADS = 8
 
 
 @dataclass
@@ -133,7 +128,9 @@ def check_dataset(
         unprobed = [
             p for p, v in verdicts.items() if v["status"] == "ok" and v.get(decoder) is None
         ]
-        failed = _dali_failures(unprobed, device_id, progress)
+        from .pipeline import decode_failures
+
+        failed = decode_failures(unprobed, device_id, progress)
         for path in unprobed:
             verdicts[path][decoder] = path not in failed
             if path in failed:
@@ -159,24 +156,6 @@ def check_dataset(
                 "dali_loader: cannot save the check's verdicts to %s: %s", cache_file, error
             )
     return report
-
-
-def changed_since_check(files: list[str], checked_ns: int) -> list[str]:
-    """Those of `files` modified (or gone) after the check started at `checked_ns`
-    (`time.time_ns()`): a read of them that fails mid-epoch is the data's fault, not a bug."""
-    return [
-        path for path in files if (stamp := file_stamp(path)) is None or max(stamp[1:]) > checked_ns
-    ]
-
-
-def changed_files_message(changed: list[str]) -> str:
-    listed = "\n".join(f"  {path}" for path in changed[:5])
-    more = f"\n  ... and {len(changed) - 5} more" if len(changed) > 5 else ""
-    return (
-        f"reading a batch failed, and {len(changed)} file(s) of this epoch changed after the "
-        f"loader checked them:\n{listed}{more}\nRestore or fix them, then create the loader "
-        "again: it checks them again (on_bad_file='skip' leaves bad files out)."
-    )
 
 
 def check_policy(on_bad_file: str) -> None:
@@ -303,61 +282,6 @@ def _jpeg_header_problem(path: str) -> str | None:
             break
         at += (data[at] << 8) | data[at + 1]
     return "the headers end before the image data"
-
-
-def _dali_failures(paths: list[str], device_id: int | None, progress: bool) -> dict[str, str]:
-    """Files DALI's decoder rejects, each decoded alone: in a batch DALI sometimes gets past a
-    file that kills the pipeline when it comes alone (a final batch of one, say). A failure
-    invalidates the pipeline, so each failure costs a rebuild; bad files are rare.
-
-    A failure is the file's only if the rebuilt pipeline still decodes a known-good JPEG: a
-    pipeline that cannot be built, or a decoder that fails on everything (a GPU out of memory,
-    a broken driver), is the machine's fault, raised, and no verdict is kept."""
-    from .pipeline import PROBE_INPUT, build_or_explain, define_decode_probe, error_reason
-
-    workers = max(1, min(len(os.sched_getaffinity(0)), len(paths), _PROBE_THREADS))
-    chunks = [paths[k::workers] for k in range(workers)]
-    failed: dict[str, str] = {}
-    known_good = _known_good_jpeg()
-
-    def decode(pipe: Any, data: np.ndarray) -> None:
-        pipe.feed_input(PROBE_INPUT, [data])
-        pipe.run()
-
-    def probe(chunk: list[str]) -> None:
-        pipe = build_or_explain(define_decode_probe(device_id=device_id))
-        for path in chunk:
-            try:
-                decode(pipe, np.fromfile(path, dtype=np.uint8))
-            except Exception as error:  # DALI raises RuntimeError
-                pipe = build_or_explain(define_decode_probe(device_id=device_id))
-                try:
-                    decode(pipe, known_good)
-                except Exception as machine:
-                    raise BackendUnavailableError(
-                        f"DALI's decoder fails on a known-good JPEG too ({error_reason(machine)}"
-                        f"), after {path} ({error_reason(error)}): the "
-                        f"{'GPU or its driver' if device_id is not None else 'DALI install'} is "
-                        "at fault, not the files. Check `dali-loader doctor`."
-                    ) from machine
-                failed[path] = error_reason(error)
-            bar.update(1)
-
-    with (
-        tqdm(
-            total=len(paths), desc="probing DALI", unit="file", disable=not (progress and paths)
-        ) as bar,
-        ThreadPoolExecutor(workers) as pool,
-    ):
-        list(pool.map(probe, chunks))
-    return failed
-
-
-@functools.cache
-def _known_good_jpeg() -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (90, 160, 30)).save(buffer, "JPEG", quality=90)
-    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
 
 
 def _converted_copy(path: str, stamp: list[int]) -> str:

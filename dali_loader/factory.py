@@ -5,19 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import numbers
-import os
-import time
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from .backends import default_cuda_device, default_num_threads, resolve_backend
 from .base import TORCH_DTYPES, BaseLoader
-from .check import CheckReport, apply_policy, check_dataset, check_policy
+from .check import check_policy
 from .errors import ConfigError, DatasetError
-from .index import SampleIndex, Source, build_index
-from .packing import index_packed, is_packed
+from .index import SampleIndex, Source
 from .sampler import num_batches
+from .source import open_source
 from .spec import DEFAULT_MAX_PIXELS, LoaderSpec
 
 logger = logging.getLogger("dali_loader")
@@ -109,21 +107,16 @@ def create_loader(
         )
     threads = int(threads)
     target = _resolve_device(chosen, device)
-    checked_ns = time.time_ns()
-    if isinstance(source, (str, os.PathLike)) and is_packed(source):
-        index = index_packed(source)  # checked when it was packed, verified by checksum now
-        report = CheckReport(source=str(source), num_files=len(index))
-    else:
-        index = build_index(source)
-        with _rank_zero_first():
-            report = check_dataset(
-                index,
-                max_pixels=max_pixels,
-                probe_dali=chosen != "torchvision",
-                device_id=target.index if chosen == "dali" else None,
-                progress=shard_id == 0,
-            )
-        index = apply_policy(index, report, on_bad_file)
+    with _rank_zero_first():
+        checked = open_source(
+            source,
+            on_bad_file=on_bad_file,
+            max_pixels=max_pixels,
+            probe_dali=chosen != "torchvision",
+            device_id=target.index if chosen == "dali" else None,
+            progress=shard_id == 0,
+        )
+    index = checked.index
     _refuse_disagreeing_ranks(index)
     logger.info(
         "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
@@ -140,18 +133,13 @@ def create_loader(
 
         # More workers than an epoch has batches would only idle (each one a process).
         workers = min(threads, num_batches(len(index), spec))
-        loader = TorchvisionLoader(index, spec, target, num_workers=workers)
+        loader = TorchvisionLoader(checked, spec, target, num_workers=workers)
     else:
         from .iterator import DaliLoader
 
-        read_paths = (
-            tuple(report.copies.get(path, path) for path in index.paths) if report.copies else None
-        )
         # DALI's threads work on the samples of one batch: more would only idle.
         threads = min(threads, spec.batch_size)
-        loader = DaliLoader(index, spec, target, num_threads=threads, read_paths=read_paths)
-    loader.bad_files = dict(report.bad)
-    loader._checked_ns = checked_ns
+        loader = DaliLoader(checked, spec, target, num_threads=threads)
     return loader
 
 

@@ -14,18 +14,30 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .errors import DatasetError
 
-if TYPE_CHECKING:
-    from .storage import ShardLocations
-
 # A folder, or (paths, labels): sequences, numpy arrays, torch tensors or pandas columns.
 Source = Union[str, "os.PathLike[str]", tuple[Sequence[Any], Sequence[Any]]]
+
+
+@dataclass(frozen=True)
+class ShardLocations:
+    """Sample i is bytes [offsets[i], offsets[i] + sizes[i]) of shards[shard_ids[i]]."""
+
+    shards: tuple[str, ...]
+    shard_ids: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+
+    def subset(self, rows: np.ndarray) -> ShardLocations:
+        return ShardLocations(
+            self.shards, self.shard_ids[rows], self.offsets[rows], self.sizes[rows]
+        )
 
 
 @dataclass(frozen=True, eq=False)

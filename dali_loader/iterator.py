@@ -17,7 +17,7 @@ import torch
 
 from .base import TORCH_DTYPES, BaseLoader, Batch
 from .feed import feed_for
-from .index import SampleIndex
+from .source import CheckedIndex
 from .spec import LoaderSpec
 
 
@@ -29,27 +29,26 @@ class DaliLoader(BaseLoader):
 
     def __init__(
         self,
-        index: SampleIndex,
+        checked: CheckedIndex,
         spec: LoaderSpec,
         device: torch.device,
         *,
         num_threads: int,
         prefetch_queue_depth: int = 2,
-        read_paths: tuple[str, ...] | None = None,
         decode: bool = True,
     ) -> None:
-        """`read_paths[i]` is the file DALI decodes for sample i (a converted copy, say);
-        `decode=False` delivers the encoded sizes instead of images: the input path alone."""
-        super().__init__(index, spec, device)
+        """`decode=False` delivers the encoded sizes and the drawn parameters instead of
+        images: the input path alone (`dali-loader bench --feed-only`)."""
+        super().__init__(checked, spec, device)
         from .pipeline import build_or_explain, define_pipeline
 
         self.backend = "dali" if device.type == "cuda" else "dali-cpu"
         self._decode = decode
         self._feed = feed_for(
-            index,
+            checked.index,
             spec,
             self._labels,
-            read_paths=read_paths,
+            read_paths=checked.read_paths,
             prefetch_queue_depth=prefetch_queue_depth,
             threads=num_threads,
         )

@@ -36,9 +36,8 @@ from tqdm import tqdm
 from .cache import cache_dir, file_stamp, write_atomic
 from .check import apply_policy, check_dataset, check_policy
 from .errors import DatasetError
-from .index import SampleIndex, Source, build_index
+from .index import SampleIndex, ShardLocations, Source, build_index
 from .spec import DEFAULT_MAX_PIXELS
-from .storage import ShardLocations
 
 FORMAT = "dali-loader/webdataset"
 VERSION = 2  # 2: each sample's upright (width, height) in the shard's json

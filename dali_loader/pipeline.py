@@ -1,4 +1,5 @@
-"""The DALI graphs, defined from a `LoaderSpec`: the only module that uses DALI's operators.
+"""The DALI graphs, defined from a `LoaderSpec`: the only module that uses DALI's operators
+(the loader's graph, and the dataset check's decode probe, `decode_failures`).
 
 Samples come in through `external_source`, in the order the sampler chose, so DALI never decides
 the order (its reader shuffles only inside a buffer). What comes in is either file names, which
@@ -17,16 +18,27 @@ and device placement without a GPU, so the tests define every GPU graph on CPU-o
 
 from __future__ import annotations
 
+import functools
+import io
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
+from PIL import Image
+from tqdm import tqdm
 
 from . import params
 from .errors import BackendUnavailableError
 from .feed import InputKind
 from .spec import LoaderSpec
+
+# Probe pipelines at once: each holds a decoder (on a GPU, its own memory), and decoding one
+# small file at a time is bound by the pipeline's own overhead, not the cores.
+_PROBE_THREADS = 8
 
 Source = Callable[[], Any]
 
@@ -202,3 +214,56 @@ def error_reason(error: BaseException) -> str:
         if line == "encountered:":
             return lines[k + 1][:200]
     return lines[0][:200] if lines else type(error).__name__
+
+
+def decode_failures(paths: list[str], device_id: int | None, progress: bool) -> dict[str, str]:
+    """Files DALI's decoder rejects, each decoded alone: in a batch DALI sometimes gets past a
+    file that kills the pipeline when it comes alone (a final batch of one, say). A failure
+    invalidates the pipeline, so each failure costs a rebuild; bad files are rare.
+
+    A failure is the file's only if the rebuilt pipeline still decodes a known-good JPEG: a
+    pipeline that cannot be built, or a decoder that fails on everything (a GPU out of memory,
+    a broken driver), is the machine's fault, raised, and no verdict is kept."""
+    workers = max(1, min(len(os.sched_getaffinity(0)), len(paths), _PROBE_THREADS))
+    chunks = [paths[k::workers] for k in range(workers)]
+    failed: dict[str, str] = {}
+    known_good = _known_good_jpeg()
+
+    def decode(pipe: Any, data: np.ndarray) -> None:
+        pipe.feed_input(PROBE_INPUT, [data])
+        pipe.run()
+
+    def probe(chunk: list[str]) -> None:
+        pipe = build_or_explain(define_decode_probe(device_id=device_id))
+        for path in chunk:
+            try:
+                decode(pipe, np.fromfile(path, dtype=np.uint8))
+            except Exception as error:  # DALI raises RuntimeError
+                pipe = build_or_explain(define_decode_probe(device_id=device_id))
+                try:
+                    decode(pipe, known_good)
+                except Exception as machine:
+                    raise BackendUnavailableError(
+                        f"DALI's decoder fails on a known-good JPEG too ({error_reason(machine)}"
+                        f"), after {path} ({error_reason(error)}): the "
+                        f"{'GPU or its driver' if device_id is not None else 'DALI install'} is "
+                        "at fault, not the files. Check `dali-loader doctor`."
+                    ) from machine
+                failed[path] = error_reason(error)
+            bar.update(1)
+
+    with (
+        tqdm(
+            total=len(paths), desc="probing DALI", unit="file", disable=not (progress and paths)
+        ) as bar,
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        list(pool.map(probe, chunks))
+    return failed
+
+
+@functools.cache
+def _known_good_jpeg() -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 160, 30)).save(buffer, "JPEG", quality=90)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)

@@ -12,26 +12,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from .index import SampleIndex
-
-
-@dataclass(frozen=True)
-class ShardLocations:
-    """Sample i is bytes [offsets[i], offsets[i] + sizes[i]) of shards[shard_ids[i]]."""
-
-    shards: tuple[str, ...]
-    shard_ids: np.ndarray
-    offsets: np.ndarray
-    sizes: np.ndarray
-
-    def subset(self, rows: np.ndarray) -> ShardLocations:
-        return ShardLocations(
-            self.shards, self.shard_ids[rows], self.offsets[rows], self.sizes[rows]
-        )
+from .index import SampleIndex, ShardLocations
 
 
 class SampleReader:

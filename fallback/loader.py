@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from dali_loader.base import TORCH_DTYPES, BaseLoader, Batch
 from dali_loader.index import SampleIndex
+from dali_loader.source import CheckedIndex
 from dali_loader.spec import LoaderSpec
 from dali_loader.storage import reader_for
 
@@ -54,14 +55,15 @@ class TorchvisionLoader(BaseLoader):
 
     def __init__(
         self,
-        index: SampleIndex,
+        checked: CheckedIndex,
         spec: LoaderSpec,
         device: torch.device,
         *,
         num_workers: int,
         prefetch_factor: int = 2,
     ) -> None:
-        super().__init__(index, spec, device)
+        super().__init__(checked, spec, device)
+        index = checked.index
         self._slots = shared_slots(
             slot_count(num_workers, prefetch_factor),
             (spec.batch_size, 3, *spec.image_size),

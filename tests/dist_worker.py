@@ -8,7 +8,7 @@ import sys
 import torch.distributed as dist
 
 from dali_loader import create_loader
-from tests.conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices
+from tests.helpers import epoch_indices
 
 
 def main(root: str, backend: str, on_bad_file: str, out: str) -> None:
@@ -27,8 +27,7 @@ def main(root: str, backend: str, on_bad_file: str, out: str) -> None:
     epochs = []
     for epoch in range(2):
         loader.set_epoch(epoch)
-        batches = [decode_indices(images, IMAGENET_MEAN, IMAGENET_STD) for images, _ in loader]
-        epochs.append(batches)
+        epochs.append(epoch_indices(loader))
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump(
             {

@@ -122,12 +122,12 @@ def test_check_reports_every_bad_file_with_its_reason(dirty: tuple[Path, dict[st
 
 
 def test_decode_probe_bisects_to_the_file_dali_rejects(dirty: tuple[Path, dict[str, int]]) -> None:
-    from dali_loader.check import _dali_failures
+    from dali_loader.pipeline import decode_failures
 
     root, _ = dirty
     junk = str(root / "a" / "junk_marker.jpg")
     plain = [str(root / "a" / f"plain_{i}.jpg") for i in range(6)]
-    failed = _dali_failures([*plain[:3], junk, *plain[3:]], None, progress=False)
+    failed = decode_failures([*plain[:3], junk, *plain[3:]], None, progress=False)
     assert list(failed) == [junk]
 
 

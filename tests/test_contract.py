@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from dali_loader import create_loader
+from dali_loader.params import draw
 
 from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices
-
-
-def epoch_indices(loader) -> list[list[int]]:  # type: ignore[no-untyped-def]
-    """Decoded sample indices of one epoch, batch by batch."""
-    return [decode_indices(images, IMAGENET_MEAN, IMAGENET_STD) for images, _ in loader]
-
-
-def flat(batches: list[list[int]]) -> list[int]:
-    return [i for batch in batches for i in batch]
-
-
-def make(source: Path, backend: str, **kwargs) -> object:  # type: ignore[no-untyped-def]
-    kwargs.setdefault("batch_size", 4)
-    kwargs.setdefault("image_size", 16)
-    kwargs.setdefault("num_threads", 2)
-    return create_loader(source, backend=backend, **kwargs)
+from .helpers import epoch_indices, flat, make, truncate_under
 
 
 def test_batches_have_the_documented_shape_dtype_and_device(
@@ -77,7 +63,7 @@ def test_shuffled_epochs_deliver_every_sample_exactly_once(
         assert sorted(seen) == list(range(21))
         assert labels == [targets[i] for i in seen]  # each label travels with its image
         orders.append(seen)
-    assert orders[0] != orders[1] != orders[2]  # a new order each epoch, with no set_epoch
+    assert len({tuple(order) for order in orders}) == 3  # a new order each epoch, no set_epoch
 
 
 def test_train_mode_delivers_every_sample_exactly_once(small_folder: Path, backend: str) -> None:
@@ -112,8 +98,10 @@ def test_same_seed_same_order_and_set_epoch_changes_it(small_folder: Path, backe
 
 
 def test_same_seed_gives_the_same_augmented_pixels(small_folder: Path, backend: str) -> None:
-    def first_batch(seed: int) -> torch.Tensor:
-        loader = make(small_folder, backend, seed=seed, rotate_degrees=20, batch_size=8)
+    def first_batch(seed: int) -> torch.Tensor:  # one order: only the augmentation can differ
+        loader = make(
+            small_folder, backend, seed=seed, rotate_degrees=20, batch_size=8, shuffle=False
+        )
         return next(iter(loader))[0].cpu()
 
     assert torch.equal(first_batch(3), first_batch(3))
@@ -163,26 +151,14 @@ def test_batches_kept_across_steps_are_never_overwritten(
 
 
 def test_a_file_broken_after_the_check_is_named_in_the_error(tmp_path: Path, backend: str) -> None:
-    from dali_loader.errors import DatasetError
-
     from .conftest import write_index_folder
 
     root = write_index_folder(tmp_path, [6, 6])
-    loader = make(root, backend, train=False)
     victim = sorted(root.rglob("*.jpg"))[7]
-    victim.write_bytes(victim.read_bytes()[:60])  # truncated while the loader exists
-    # Stamp it with the precise time: a write's own stamp comes from the kernel's coarse clock,
-    # and a write within one tick of the check could look older than the check.
-    os.utime(victim, ns=(time.time_ns(), time.time_ns()))
-    try:
-        for _ in loader:
-            pass
-    except DatasetError as error:  # not pytest.raises: its ExceptionInfo would keep the loader
-        message, cause = str(error), error.__cause__  # (and its workers) in a reference cycle
-    else:
-        pytest.fail("a truncated file went unnoticed")
+    error = truncate_under(make(root, backend, train=False), victim, keep=60)
+    message = str(error)
     assert "changed after the loader checked them" in message and str(victim) in message
-    assert cause is not None  # the decoder's own error, chained
+    assert error.__cause__ is not None  # the decoder's own error, chained
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -233,3 +209,43 @@ def test_stats_say_how_long_the_loop_waited_for_data(
     stats = loader.stats()
     assert (stats.epoch, stats.batches, stats.finished) == (1, 1, False)
     assert "left early" in str(stats)
+
+
+@pytest.fixture(scope="module")
+def halves_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 images 40x20, left half black, right half white: a flip shows at once."""
+    root = tmp_path_factory.mktemp("halves")
+    (root / "c").mkdir()
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, 20:] = 255
+    for k in range(12):
+        Image.fromarray(pixels).save(root / "c" / f"{k:02d}.png")
+    return root
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0, 0.5])
+def test_flips_happen_with_flip_prob_as_drawn(
+    halves_folder: Path, backend: str, flip_prob: float
+) -> None:
+    """The whole image as the crop (scale 1, its own ratio): the left half of the output is
+    white exactly for the samples whose drawn flip says so, on every backend."""
+    loader = make(
+        halves_folder,
+        backend,
+        image_size=(10, 20),
+        scale=(1.0, 1.0),
+        ratio=(2.0, 2.0),
+        flip_prob=flip_prob,
+        shuffle=False,
+        batch_size=12,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
+    images, _ = next(iter(loader))
+    left_white = (images[:, :, :, :10].float().mean(dim=(1, 2, 3)) > 0.5).cpu().numpy()
+    drawn = draw(loader.spec, 0, np.arange(12), np.array([[40, 20]] * 12)).flips.astype(bool)
+    assert (left_white == drawn).all()
+    if flip_prob in (0.0, 1.0):
+        assert left_white.all() == bool(flip_prob) and left_white.any() == bool(flip_prob)
+    else:
+        assert 0 < left_white.sum() < 12

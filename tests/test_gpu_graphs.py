@@ -162,7 +162,7 @@ def test_create_loader_dali_reaches_the_probe_build(tmp_path: Path, cuda_present
     with pytest.raises(BackendUnavailableError, match="cannot start a pipeline on GPU 0") as error:
         create_loader(root, backend="dali", batch_size=2, image_size=16)
     assert "define_decode_probe" not in str(error.value)
-    assert any(entry.name == "_dali_failures" for entry in error.traceback)
+    assert any(entry.name == "decode_failures" for entry in error.traceback)
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -170,13 +170,12 @@ def test_create_loader_dali_reaches_the_loader_build(
     tmp_path: Path, cuda_present: None, monkeypatch: pytest.MonkeyPatch, packed: bool
 ) -> None:
     """Factory -> check (the probe's verdict given) -> feed -> GPU loader graph -> build."""
-    from dali_loader import check
     from dali_loader.packing import pack
 
     root = write_index_folder(tmp_path / "data", [3, 2])
     if packed:
         root = pack(root, tmp_path / "packed", progress=False).parent
-    monkeypatch.setattr(check, "_dali_failures", lambda paths, device_id, progress: {})
+    monkeypatch.setattr(pipeline, "decode_failures", lambda paths, device_id, progress: {})
     with pytest.raises(BackendUnavailableError, match="cannot start a pipeline on GPU 0") as error:
         create_loader(root, backend="dali", batch_size=2, image_size=16, rotate_degrees=10)
     frames = [(Path(str(entry.path)).name, entry.name) for entry in error.traceback]

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from dali_loader import ConfigError, create_loader
+from dali_loader import ConfigError
 
-from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices, write_index_folder
+from . import helpers
+from .conftest import write_index_folder
 
 
 def make(root: Path, backend: str, **kwargs):  # type: ignore[no-untyped-def]
-    options = {"train": False, "shuffle": True, "seed": 3, "batch_size": 4, "image_size": 16}
-    return create_loader(root, backend=backend, num_threads=2, **(options | kwargs))
+    return helpers.make(root, backend, **({"train": False, "shuffle": True, "seed": 3} | kwargs))
 
 
-def epoch(loader) -> list[list[int]]:  # type: ignore[no-untyped-def]
-    return [decode_indices(x, IMAGENET_MEAN, IMAGENET_STD) for x, _ in loader]
+epoch = helpers.epoch_indices
 
 
 @pytest.mark.parametrize("k", [0, 2, 5])

@@ -1,0 +1,55 @@
+"""From a source to the index a loader reads: one entry for a folder, `(paths, labels)` and a
+packed set, and what the check found, handed to the loader's constructor.
+
+A folder or a list is checked (`dali_loader.check`: every file decoded once, cached); a packed
+set was checked when it was packed, and its shards are verified against their checksums.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .check import apply_policy, check_dataset
+from .index import SampleIndex, Source, build_index
+from .packing import index_packed, is_packed
+from .spec import DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class CheckedIndex:
+    """The samples a loader reads (bad files raised or left out), what was left out and why,
+    the file DALI decodes for each sample where a converted copy stands in for it, and when
+    the files were checked: a read that fails on a file changed since is the data's fault."""
+
+    index: SampleIndex
+    bad_files: dict[str, str] = field(default_factory=dict)
+    read_paths: tuple[str, ...] | None = None  # per sample; None when every file is read as is
+    checked_ns: int = field(default_factory=time.time_ns)
+
+
+def open_source(
+    source: Source,
+    *,
+    on_bad_file: str = "raise",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    probe_dali: bool = False,
+    device_id: int | None = None,
+    progress: bool = True,
+) -> CheckedIndex:
+    """The checked index of a folder, `(paths, labels)` or packed set (see the module doc)."""
+    checked_ns = time.time_ns()
+    if isinstance(source, (str, os.PathLike)) and is_packed(source):
+        return CheckedIndex(index_packed(source), checked_ns=checked_ns)
+    index = build_index(source)
+    report = check_dataset(
+        index,
+        max_pixels=max_pixels,
+        probe_dali=probe_dali,
+        device_id=device_id,
+        progress=progress,
+    )
+    index = apply_policy(index, report, on_bad_file)
+    read_paths = tuple(report.copies.get(p, p) for p in index.paths) if report.copies else None
+    return CheckedIndex(index, dict(report.bad), read_paths, checked_ns)
