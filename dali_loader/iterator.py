@@ -75,7 +75,7 @@ class DaliLoader(BaseLoader):
             # prefetch before the user picks the epoch with set_epoch.
             self._iterator = DALIGenericIterator(
                 [self._pipe],
-                ["images", "labels"],
+                ["images", "labels", "sizes"] if self._decode else ["images", "labels"],
                 last_batch_policy=LastBatchPolicy.PARTIAL,
                 auto_reset=False,
                 prepare_first_batch=False,
@@ -83,9 +83,27 @@ class DaliLoader(BaseLoader):
         else:
             self._iterator.reset()
         self._mid_epoch = True
-        for outputs in self._iterator:
+        for batch, outputs in zip(batches, self._iterator, strict=True):
+            if self._decode:
+                self._refuse_changed_sizes(batch, outputs[0]["sizes"])
             yield self._to_batch(outputs[0]["images"], outputs[0]["labels"])
         self._mid_epoch = False
+
+    def _refuse_changed_sizes(self, batch: np.ndarray, decoded: torch.Tensor) -> None:
+        """The crops were drawn for the sizes the check recorded: a file decoded at another size
+        changed since, and its crop would be silently wrong (the torchvision backend refuses it
+        the same way)."""
+        recorded = self.dataset.sizes
+        assert recorded is not None
+        found = decoded.numpy()[:, 1::-1]  # (height, width, channels) -> (width, height)
+        wrong = np.flatnonzero((found != recorded[batch]).any(axis=1))
+        if len(wrong):
+            named = ", ".join(
+                f"{self.dataset.paths[batch[k]]} is {tuple(found[k])}, recorded "
+                f"{tuple(recorded[batch[k]])}"
+                for k in wrong[:5]
+            )
+            raise OSError(f"images changed since the check (width, height): {named}")
 
     def _end_abandoned_epoch(self) -> None:
         """After a `break`, drain the batches DALI already prefetched so the next epoch is clean."""

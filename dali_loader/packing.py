@@ -146,7 +146,8 @@ def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
         _verify(tar, shard)
         meta = json.loads((root / f"{shard['name']}.json").read_text())
         entries = _read_idx(root / f"{shard['name']}.idx")
-        if len(entries) != shard["samples"] or len(meta["labels"]) != shard["samples"]:
+        counts = {len(entries), len(meta["labels"]), len(meta["image_sizes"]), shard["samples"]}
+        if len(counts) != 1:
             raise DatasetError(f"{tar}: index and manifest disagree; pack the data set again")
         shards.append(str(tar))
         for (name, offset, size), label in zip(entries, meta["labels"], strict=True):
@@ -174,6 +175,7 @@ def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
 
 
 def _plan(index: SampleIndex, copies: dict[str, str], shard_size: int, seed: int) -> dict[str, Any]:
+    assert index.sizes is not None, "a checked index: its sizes go into the shards"
     """Which sample goes to which shard, in a seeded random order; fully determined by the
     source's files (path, size, mtime), so a rerun can tell whether it is the same job."""
     order = np.random.default_rng(seed).permutation(len(index))
@@ -194,7 +196,7 @@ def _plan(index: SampleIndex, copies: dict[str, str], shard_size: int, seed: int
                 "path": path,
                 "ext": ext,
                 "label": index.labels[i],
-                "image_size": index.sizes[i].tolist() if index.sizes is not None else None,
+                "image_size": index.sizes[i].tolist(),
                 "stamp": stamp,
             }
         )
@@ -222,7 +224,13 @@ def _write_shard(out: Path, shard: dict[str, Any]) -> int:
     with tarfile.open(partial, "w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in shard["samples"]:
             with open(sample["path"], "rb") as f:
-                _add(tar, f"{sample['key']}.{sample['ext']}", f.read())
+                data = f.read()
+            if file_stamp(sample["path"]) != sample["stamp"]:  # its size is the check's
+                raise DatasetError(
+                    f"{sample['path']} changed while it was being packed (its check is stale): "
+                    f"pack again into an empty folder once the data set is still"
+                )
+            _add(tar, f"{sample['key']}.{sample['ext']}", data)
             _add(tar, f"{sample['key']}.cls", str(sample["label"]).encode())
     with tarfile.open(partial) as tar:  # read back for the data offsets tarfile chose
         members = [m for m in tar.getmembers() if m.isfile()]

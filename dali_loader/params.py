@@ -58,6 +58,7 @@ class BatchParams:
 
 def draw(spec: LoaderSpec, epoch: int, samples: np.ndarray, sizes: np.ndarray) -> BatchParams:
     """The parameters of `samples` in `epoch`; `sizes` is their (width, height), (N, 2)."""
+    samples, sizes = np.asarray(samples), np.asarray(sizes)
     count = len(samples)
     width = sizes[:, 0].astype(np.float64)
     height = sizes[:, 1].astype(np.float64)
@@ -76,7 +77,7 @@ def uniforms(seed: int, epoch: int, samples: np.ndarray, count: int) -> np.ndarr
     """(N, count) floats in [0, 1), a function of (seed, epoch, sample, draw number) alone."""
     with np.errstate(over="ignore"):
         key = _mix(_mix(np.uint64(seed) + _GOLDEN) + np.uint64(epoch))
-        keys = _mix(key + samples.astype(np.uint64))
+        keys = _mix(key + np.asarray(samples).astype(np.uint64))
         draws = _mix(keys[:, None] + _GOLDEN * np.arange(1, count + 1, dtype=np.uint64))
     return np.asarray((draws >> np.uint64(11)).astype(np.float64) * 2.0**-53)
 

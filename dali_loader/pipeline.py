@@ -68,7 +68,8 @@ def define_pipeline(
     prefetch_queue_depth: int = 2,
     decode: bool = True,
 ) -> Pipeline:
-    """A pipeline (not built) whose outputs are ("images", "labels") for the batches of `source`.
+    """A pipeline (not built) whose outputs are ("images", "labels", "sizes") for the batches of
+    `source`; "sizes" are the decoded (height, width, channels), for `DaliLoader` to check.
 
     `source()` returns the next batch as `inputs` says, then its labels and its augmentation
     parameters (`dali_loader.feed`), or raises StopIteration at the end of the epoch. The graph
@@ -88,7 +89,7 @@ def define_pipeline(
                 fn.cast(fn.reshape(node, shape=[-1]), dtype=types.FLOAT) for node in drawn.values()
             ]
             pipe.set_outputs(fn.cat(fn.cast(encoded.shape(), dtype=types.FLOAT), *flat), labels)
-            return pipe
+            return pipe  # (no "sizes": nothing is decoded)
         decoder = _MIXED_DECODER if device_id is not None else _CPU_DECODER
         if spec.train:
             images, mirror = _train_images(spec, encoded, drawn, decoder)
@@ -102,7 +103,10 @@ def define_pipeline(
             std=list(spec.std_255),
             mirror=mirror,
         )
-        pipe.set_outputs(images, labels.gpu() if device_id is not None else labels)
+        # The decoded size, from the header: the parameters were drawn for the size the check
+        # recorded, and a file that changed since must not be cropped wrong without a word.
+        sizes = fn.peek_image_shape(encoded, dtype=types.INT32)
+        pipe.set_outputs(images, labels.gpu() if device_id is not None else labels, sizes)
     return pipe
 
 

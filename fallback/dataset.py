@@ -10,6 +10,8 @@ normalizes the whole batch once, on its device.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -41,7 +43,10 @@ class BatchDataset(Dataset[int]):
         drawn = params.draw(self.spec, epoch, indices, self.sizes[indices])
         for row, index in enumerate(indices.tolist()):
             size = (int(self.sizes[index, 0]), int(self.sizes[index, 1]))
-            sample = load_sample(self.reader.read(index), self.spec, drawn[row], size)
+            try:
+                sample = load_sample(self.reader.read(index), self.spec, drawn[row], size)
+            except OSError as error:  # name the file: a worker's error says nothing else
+                raise OSError(f"{os.fsdecode(bytes(self.reader.paths[index]))}: {error}") from error
             angle = drawn[row].angle
             images[row] = rotate(sample.float(), angle).round_().clamp_(0, 255) if angle else sample
         return slot

@@ -243,7 +243,7 @@ def test_train_mode_reads_every_odd_file(dirty: tuple[Path, dict[str, int]], bac
         on_bad_file="skip",
         batch_size=5,
         image_size=48,
-        scale=(0.5, 1.0),  # crops under twice the output size: JPEGs are decoded at full size
+        scale=(0.5, 1.0),
         num_threads=2,
         rotate_degrees=10,
     )

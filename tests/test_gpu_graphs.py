@@ -134,10 +134,11 @@ def test_the_cpu_graphs_of_every_combination_build_and_run(tmp_path: Path) -> No
             num_threads=1,
             decode=decode,
         )
-        images, labels = build_or_explain(pipe).run()
+        images, labels, *sizes = build_or_explain(pipe).run()
         assert np.array(labels.as_tensor()).tolist() == [0, 1]
         if decode:
             assert images.as_tensor().shape() == ([2, 8, 8, 3] if channels_last else [2, 3, 8, 8])
+            assert np.array(sizes[0].as_tensor()).tolist() == [[48, 48, 3], [48, 48, 3]]
 
 
 def _returning(batch: Any) -> Any:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -385,3 +386,24 @@ def test_exif_rotated_files_come_out_upright_in_every_format(
         )
         out = next(iter(loader))[0][0] * 255
         assert out[:, :25].mean() > 200 and out[:, 35:].mean() < 50, (train, out.mean())
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("side", [32, 96])  # smaller and larger than checked
+def test_an_image_resized_since_the_check_is_refused_not_cropped_wrong(
+    tmp_path: Path, backend: str, train: bool, side: int
+) -> None:
+    """The crop windows are drawn for the sizes the check recorded: a file rewritten at another
+    size must be named, not cut from the wrong place (DALI's region decode of a window inside
+    the larger image, or its resize of a box, would not fail by itself)."""
+    root = write_index_folder(tmp_path / "data", [4], size=(48, 48))
+    loader = create_loader(
+        root, backend=backend, train=train, batch_size=2, image_size=16, num_threads=1
+    )
+    victim = sorted(root.rglob("*.jpg"))[1]
+    Image.new("RGB", (side, side), (10, 20, 30)).save(victim, quality=95)
+    os.utime(victim, ns=(time.time_ns(), time.time_ns()))
+    with pytest.raises(DatasetError, match=victim.name):
+        for _ in loader:
+            pass

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import numpy as np
 import torch
 from torchvision.transforms import RandomResizedCrop
 
+from dali_loader import params
 from dali_loader.params import draw
 from dali_loader.spec import LoaderSpec
 
@@ -83,3 +85,51 @@ def test_eval_box_is_the_shorter_side_to_resize_size_then_the_center() -> None:
         box, [250 - 112 / scale, 187.5 - 112 / scale, 250 + 112 / scale, 187.5 + 112 / scale]
     )
     assert math.isclose(float(box[2] - box[0]), 224 / scale, rel_tol=1e-6)
+
+
+def _torchvision_box(u: np.ndarray, width: int, height: int, spec: LoaderSpec) -> list[float]:
+    """torchvision's own `RandomResizedCrop.get_params`, its random calls answered with our
+    draws (area and ratio and top and left per try): the box it then computes."""
+    calls = {"uniform": 0, "randint": 0}
+
+    class Uniform:
+        def uniform_(self, low: float, high: float) -> torch.Tensor:
+            k = calls["uniform"]
+            calls["uniform"] += 1
+            column = (params._AREA if k % 2 == 0 else params._RATIO) + k // 2
+            return torch.tensor([low + (high - low) * float(u[column])], dtype=torch.float64)
+
+    def randint(low: int, high: int, size: tuple[int, ...]) -> torch.Tensor:
+        k = calls["randint"]
+        calls["randint"] += 1
+        try_number = calls["uniform"] // 2 - 1
+        column = (params._TOP if k == 0 else params._LEFT) + try_number
+        return torch.tensor([math.floor(float(u[column]) * high)])
+
+    image = torch.empty(3, height, width)
+    with mock.patch("torch.empty", lambda *a, **k: Uniform()), mock.patch("torch.randint", randint):
+        top, left, h, w = RandomResizedCrop.get_params(image, list(spec.scale), list(spec.ratio))
+    return [left, top, left + w, top + h]
+
+
+def test_boxes_are_torchvisions_own_for_the_same_draws() -> None:
+    """Exactly the box torchvision's code computes from the same uniform draws: rounding, the
+    first window that fits, the position ranges and the fallback (sizes that fit no window)."""
+    rng = np.random.default_rng(1)
+    extreme = [[1000, 10], [10, 1000], [20000, 4000], [3, 1], [1, 1]]
+    sizes = np.concatenate([rng.integers(1, 600, (200, 2)), extreme])
+    samples = np.arange(len(sizes))
+    settings = [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.25, 0.5), (0.5, 2.0)), ((1.0, 1.0), (1.0, 1.0))]
+    fallbacks = 0
+    for scale, ratio in settings:
+        spec = LoaderSpec(scale=scale, ratio=ratio)
+        ours = draw(spec, 5, samples, sizes).boxes.astype(np.float64)
+        u = params.uniforms(spec.seed, 5, samples, params._DRAWS)
+        for row, (width, height) in enumerate(sizes.tolist()):
+            assert ours[row].tolist() == _torchvision_box(u[row], width, height, spec), (
+                scale,
+                ratio,
+                (width, height),
+            )
+        fallbacks += sum(width / height > 10 or height / width > 10 for width, height in extreme)
+    assert fallbacks  # the fallback branch was among them

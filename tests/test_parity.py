@@ -33,6 +33,21 @@ def natural_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def odd_natural_folder(natural_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The natural images, plus a non-square EXIF-rotated JPEG and a CMYK one (converted)."""
+    root = tmp_path_factory.mktemp("odd-natural")
+    (root / "a").mkdir()
+    for image in (natural_folder / "a").iterdir():
+        (root / "a" / image.name).write_bytes(image.read_bytes())
+    turned = Image.open(natural_folder / "a" / "3.jpg")  # 457x301, stored; 301x457 viewed
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned.save(root / "a" / "turned.jpg", quality=92, exif=exif)
+    Image.open(natural_folder / "a" / "0.jpg").convert("CMYK").save(root / "a" / "cmyk.jpg")
+    return root
+
+
 def eval_batch(root: Path, backend: str) -> torch.Tensor:
     loader = create_loader(root, backend=backend, train=False, batch_size=16, num_threads=2)
     images, _ = next(iter(loader))
@@ -50,20 +65,24 @@ TRAIN_MAX_DIFF = 32 / 255 / min(IMAGENET_STD)
 
 
 @pytest.mark.parametrize("other", [b for b in BACKENDS if b != "torchvision"])
-@pytest.mark.parametrize(("image_size", "rotate"), [(224, 0.0), (64, 15.0)])
+@pytest.mark.parametrize(
+    ("image_size", "rotate", "flip_prob"), [(224, 0.0, 0.5), (64, 15.0, 0.5), (96, 30.0, 1.0)]
+)
 def test_same_seed_train_batches_have_the_same_pixels_on_every_backend(
-    natural_folder: Path, other: str, image_size: int, rotate: float
+    odd_natural_folder: Path, other: str, image_size: int, rotate: float, flip_prob: float
 ) -> None:
     def train_epoch(backend: str) -> tuple[torch.Tensor, torch.Tensor]:
         loader = create_loader(
-            natural_folder,
+            odd_natural_folder,
             backend=backend,
             batch_size=4,
             image_size=image_size,
             rotate_degrees=rotate,
+            flip_prob=flip_prob,
             seed=7,
             num_threads=2,
         )
+        loader.set_epoch(1)  # any epoch: the draws are the epoch's on every backend
         batches = [(images.float().cpu(), labels.cpu()) for images, labels in loader]
         return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
