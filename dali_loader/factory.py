@@ -44,6 +44,14 @@ def create_loader(
     num_shards: int | None = None,
     on_bad_file: str = "raise",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    num_workers: int | None = None,
+    prefetch_factor: int | None = None,
+    pin_memory: bool = True,
+    persistent_workers: bool = True,
+    sampler: object = None,
+    batch_sampler: object = None,
+    collate_fn: object = None,
 ) -> BaseLoader:
     """A DataLoader-like loader of `(images, labels)` batches from an image folder.
 
@@ -72,7 +80,25 @@ def create_loader(
         on_bad_file: files no backend can decode (see `dali_loader check`): "raise" before the
             first batch, naming them, or "skip" them (logged; listed in `loader.bad_files`).
         max_pixels: larger images count as bad files (decompression bombs).
+
+    DataLoader's own keywords, for a ported script: `num_workers` is `num_threads`;
+    `prefetch_factor` is how many batches each worker (or DALI's pipeline) prepares ahead
+    (default 2); `pin_memory` and `persistent_workers` are taken and change nothing (batches
+    land on the device already, through pinned memory where they cross to a GPU; workers and
+    DALI's threads always persist between epochs). `sampler`, `batch_sampler` and `collate_fn`
+    are refused, saying what to use instead.
     """
+    _refuse_dataloader_only(batch_size, sampler, batch_sampler, collate_fn)
+    if num_workers is not None:
+        if num_threads is not None and num_threads != num_workers:
+            raise ConfigError(
+                f"num_workers={num_workers!r} and num_threads={num_threads!r} are one setting "
+                "(DataLoader's name and ours): pass one of them"
+            )
+        num_threads = num_workers
+    depth = 2 if prefetch_factor is None else prefetch_factor
+    if not isinstance(depth, numbers.Integral) or isinstance(depth, bool) or depth < 1:
+        raise ConfigError(f"prefetch_factor must be a positive integer, got {prefetch_factor!r}")
     check_policy(on_bad_file)
     chosen = resolve_backend(backend)
     shard_id, num_shards = _resolve_shard(shard_id, num_shards)
@@ -133,14 +159,42 @@ def create_loader(
 
         # More workers than an epoch has batches would only idle (each one a process).
         workers = min(threads, num_batches(len(index), spec))
-        loader = TorchvisionLoader(checked, spec, target, num_workers=workers)
+        loader = TorchvisionLoader(
+            checked, spec, target, num_workers=workers, prefetch_factor=int(depth)
+        )
     else:
         from .iterator import DaliLoader
 
         # DALI's threads work on the samples of one batch: more would only idle.
         threads = min(threads, spec.batch_size)
-        loader = DaliLoader(checked, spec, target, num_threads=threads)
+        loader = DaliLoader(
+            checked, spec, target, num_threads=threads, prefetch_queue_depth=int(depth)
+        )
     return loader
+
+
+def _refuse_dataloader_only(
+    batch_size: object, sampler: object, batch_sampler: object, collate_fn: object
+) -> None:
+    """DataLoader arguments with no meaning here: say what does their job instead."""
+    if callable(batch_size) and not isinstance(batch_size, numbers.Integral):
+        raise ConfigError(
+            f"create_loader's second argument is batch_size, got a {type(batch_size).__name__}:"
+            " a transform is not taken yet. Pass the augmentation as keywords (image_size, "
+            "scale, ratio, flip_prob, rotate_degrees, mean, std; train=False for resize + "
+            "center crop)"
+        )
+    if sampler is not None or batch_sampler is not None:
+        raise ConfigError(
+            "sampler and batch_sampler are not taken: the loader draws its own order (shuffle, "
+            "seed, drop_last) and shards itself under torch.distributed (or shard_id and "
+            "num_shards); to read a subset, pass (paths, labels) of that subset as the source"
+        )
+    if collate_fn is not None:
+        raise ConfigError(
+            "collate_fn is not taken: batches are already (images, labels) tensors on the "
+            "device; transform them after the loop's `for images, labels in loader`"
+        )
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import numbers
 import os
 from collections.abc import Sequence
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+from PIL import Image, ImageOps
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .errors import DatasetError
+from .imaging import rgb8
 
 # A folder, or (paths, labels): sequences, numpy arrays, torch tensors or pandas columns.
 Source = Union[str, "os.PathLike[str]", tuple[Sequence[Any], Sequence[Any]]]
@@ -56,6 +59,37 @@ class SampleIndex:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    # ImageFolder's surface, for code that reads `loader.dataset` as it read its dataset.
+    @functools.cached_property
+    def samples(self) -> list[tuple[str, int]]:
+        """(path, label) of every sample, in order, as ImageFolder's `samples`."""
+        return list(zip(self.paths, self.labels, strict=True))
+
+    @property
+    def imgs(self) -> list[tuple[str, int]]:
+        return self.samples
+
+    @functools.cached_property
+    def targets(self) -> list[int]:
+        return list(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        """Sample i as ImageFolder without a transform gives it: the RGB image as delivered
+        (EXIF orientation applied, deep grayscale scaled), and its label."""
+        i = range(len(self))[i]  # negative indices, and IndexError past the end
+        where = self.locations
+        if where is None:
+            with open(self.paths[i], "rb") as f:
+                data = f.read()
+        else:
+            with open(where.shards[int(where.shard_ids[i])], "rb") as f:
+                f.seek(int(where.offsets[i]))
+                data = f.read(int(where.sizes[i]))
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = rgb8(ImageOps.exif_transpose(image))
+            rgb.load()
+        return rgb, self.labels[i]
 
     def subset(self, keep: Sequence[int]) -> SampleIndex:
         """The samples `keep`, in that order, with every field that describes them."""
