@@ -55,8 +55,17 @@ class CheckReport:
     # path -> (width, height) as delivered (EXIF orientation applied), for every good file:
     # the augmentation's parameters are drawn from it before any backend decodes the file.
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    verified_shards: int = 0  # a packed set: its shards' checksums verified instead
 
     def summary(self, limit: int = 20) -> str:
+        if self.verified_shards:
+            return (
+                f"{self.source}: {self.num_files} samples in {self.verified_shards} shards, "
+                "checksums verified"
+            )
+        return self._files_summary(limit)
+
+    def _files_summary(self, limit: int) -> str:
         lines = [
             f"checked {self.num_files} files under {self.source}: {len(self.bad)} bad, "
             f"{len(self.converted)} read by DALI through a converted copy"

@@ -125,15 +125,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .check import check_dataset
-    from .packing import index_packed, is_packed
+    from .source import check_source
 
-    if is_packed(args.source):  # files were checked when packed: verify the shards instead
-        index = index_packed(args.source)
-        shards = len(index.locations.shards) if index.locations else 0
-        print(f"{args.source}: {len(index)} samples in {shards} shards, checksums verified")
-        return 0
-    report = check_dataset(args.source, max_pixels=args.max_pixels, use_cache=not args.no_cache)
+    report = check_source(args.source, max_pixels=args.max_pixels, use_cache=not args.no_cache)
     print(report.summary())
     if args.json:
         args.json.write_text(json.dumps(report.as_dict(), indent=2))

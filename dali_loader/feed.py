@@ -1,10 +1,8 @@
 """What the DALI pipeline's `external_source` is given for each batch: the host side of the input.
 
 DALI calls the feed on the thread that runs the training loop, holding the GIL, so a batch must
-cost a few array operations there, not Python work per image. Measured on the benchmarks' 2-core
-VM with decoding replaced by a no-op (benchmarks/README.md, "The input path"), the old feed, a
-list of one array per file plus a list of label scalars, cost the loop's thread ~22 us an
-image, DALI's own work included; these feeds cost it about 3 (folders) and 8 (shards).
+cost a few array operations there, not Python work per image: the options measured, and what
+these feeds cost that thread, are in benchmarks/README.md, "The input path".
 
 - `PathFeed` (image folders): each batch is the file names as rows of one zero-padded uint8
   array and their lengths; DALI's own threads read the files (`fn.io.file.read`), no Python.

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
-from .check import apply_policy, check_dataset
+from .check import CheckReport, apply_policy, check_dataset
 from .index import SampleIndex, Source, build_index
 from .packing import index_packed, is_packed
 from .spec import DEFAULT_MAX_PIXELS
@@ -40,7 +41,7 @@ def open_source(
 ) -> CheckedIndex:
     """The checked index of a folder, `(paths, labels)` or packed set (see the module doc)."""
     checked_ns = time.time_ns()
-    if isinstance(source, (str, os.PathLike)) and is_packed(source):
+    if _packed(source):
         return CheckedIndex(index_packed(source), checked_ns=checked_ns)
     index = build_index(source)
     report = check_dataset(
@@ -53,3 +54,19 @@ def open_source(
     index = apply_policy(index, report, on_bad_file)
     read_paths = tuple(report.copies.get(p, p) for p in index.paths) if report.copies else None
     return CheckedIndex(index, dict(report.bad), read_paths, checked_ns)
+
+
+def check_source(
+    source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, use_cache: bool = True
+) -> CheckReport:
+    """What `dali-loader check` reports: every file of a folder or list checked, or a packed
+    set's shards verified against their checksums (its files were checked when packed)."""
+    if _packed(source):
+        index = index_packed(source)
+        shards = len(index.locations.shards) if index.locations else 0
+        return CheckReport(source=str(source), num_files=len(index), verified_shards=shards)
+    return check_dataset(source, max_pixels=max_pixels, use_cache=use_cache)
+
+
+def _packed(source: Source) -> TypeGuard[str | os.PathLike[str]]:
+    return isinstance(source, (str, os.PathLike)) and is_packed(source)

@@ -1,20 +1,15 @@
 """Decode one file and apply its `SampleParams`: uint8 (3, H, W) out, normalized later per batch.
 
-Where the time goes (ImageNet-like JPEG, one core) shapes this module:
-- decode: PIL decode plus copy to an array 1.1 ms; simplejpeg 0.85 ms for the same pixels (both
-  libjpeg-turbo, bit-identical; torchvision's `decode_jpeg` is as fast but deprecated); only the
-  crop's region, with nvImageCodec's CPU decoder (libjpeg-turbo too, the same pixels), 0.74 ms.
-  Train-mode RGB JPEGs without EXIF rotation take that way; the rest go through PIL, which reads
-  every ImageFolder format and mode and applies EXIF orientation. libjpeg's reduced DCT scales
-  (1/2, 1/4, 1/8) were used for crops twice the output size, but their pixels are not DALI's
-  (up to 35 levels of 255 at the 99th percentile, 64 px out of 500 px photos): dropped, so the
-  backends give the same pixels for the same seed.
-- crop + resize: torch's uint8 antialiased resize 0.17 ms, PIL's 0.5 ms.
-- rotation: one `grid_sample` in float with everything around it, 0.33 ms (torchvision's `rotate`
-  0.64, PIL's 0.8), as the step after the resize. Resize and rotation stay two passes: a single
-  bilinear warp from the crop skips the antialiasing a downscale needs (78% of the crops of
-  500x375 images). Over 300 such crops it was 0.13 ms faster but 3.4 levels (of 255) from
-  torchvision's resize-then-rotate on average, where the two passes are 0.2 from it.
+What each step costs shaped this module (measured per step, one core: benchmarks/README.md,
+"Per-step costs behind the torchvision backend"):
+- decode: train-mode RGB JPEGs without EXIF rotation decode only the crop's region, with
+  nvImageCodec's CPU decoder (libjpeg-turbo, the same pixels as a full decode), else simplejpeg
+  (the same pixels as PIL, faster); the rest go through PIL, which reads every ImageFolder
+  format and mode and applies EXIF orientation. libjpeg's reduced DCT scales are not used: their
+  pixels are not DALI's, and the backends give the same pixels for the same seed.
+- crop + resize: torch's uint8 antialiased resize (faster than PIL's).
+- rotation: one `grid_sample` as the step after the resize. Resize and rotation stay two
+  passes: one bilinear warp from the crop skips the antialiasing a downscale needs.
 Eval resizes a fractional box with PIL: the exact geometry of the DALI graph.
 """
 
@@ -104,7 +99,7 @@ def _region_decoder() -> Any:
     """This process's nvImageCodec CPU decoder, None without nvImageCodec (it comes with DALI).
 
     Its libjpeg-turbo decoder skips the rows below the crop and the IDCT and color conversion
-    outside it: 0.74 ms against 0.87 ms for a full decode with simplejpeg (500x375, one core).
+    outside it (faster than a full decode with simplejpeg: benchmarks/README.md).
     One per process: a decoder does not survive a fork into a DataLoader worker.
     """
     if nvimgcodec is None:
@@ -145,7 +140,7 @@ def rotate(pixels: torch.Tensor, degrees: float) -> torch.Tensor:
 
     torchvision's `rotate` on uint8 gives the same pixels (within rounding) in twice the time:
     it converts to float and back, and builds its sampling grid with a batched matmul. Here the
-    grid is two broadcast sums of a row and a column (0.06 ms against 0.18 for full-size terms).
+    grid is two broadcast sums of a row and a column, not full-size terms.
     """
     _, height, width = pixels.shape
     xs, ys = _unit_coordinates(height, width)

@@ -1,9 +1,8 @@
 """Batch memory the torchvision backend reuses instead of asking the kernel for fresh pages.
 
 A fresh batch costs a page fault and a zeroed page every 4 KB (2 MB with huge pages), in the
-process that writes it, and one more mapping in the process that reads it. On the benchmarks'
-2-core VM the pools below took the workers' system time from 0.141 to 0.045 ms a sample and the
-main process's from 0.139 to 0.008, of ~1.5 ms of CPU a sample in all:
+process that writes it, and one more mapping in the process that reads it (what the pools below
+saved is in benchmarks/README.md, "Per-step costs behind the torchvision backend"):
 
 - `shared_slots`: uint8 batch slots in shared memory, made before the workers start. A worker
   writes its batch into the slot its request names and returns only the slot's number.

@@ -108,8 +108,8 @@ class TorchvisionLoader(BaseLoader):
         return out.to(TORCH_DTYPES[self.spec.dtype])
 
     def _normalize_on_host(self, images: np.ndarray) -> torch.Tensor:
-        """Normalize with numpy, for two reasons measured on the benchmarks' 2-core VM: it runs
-        on one thread, where torch's threads would spin beside the workers (2.6x the CPU time);
+        """Normalize with numpy, for two reasons measured (benchmarks/README.md): it runs on one
+        thread, where torch's threads would spin beside the workers;
         and its allocator asks the kernel for huge pages for large arrays (6x fewer page-fault
         costs the first time a batch's memory is written; `ReusedBatches` avoids most of them)."""
         n, c, h, w = images.shape
