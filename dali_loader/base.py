@@ -132,15 +132,15 @@ class BaseLoader:
         except DaliLoaderError:
             raise
         except Exception as error:  # a worker's or DALI's: did a file change since the check?
-            samples = np.concatenate(batches) if batches else np.empty(0, int)
-            changed = _changed_since_check(self.dataset.files(samples), self._checked_ns)
-            if not changed:
-                raise
             # The backend's frames can hold the error in a reference cycle (torch's
             # ExceptionWrapper.reraise keeps it in a local); cleared, the loader and its
             # workers go when it is dropped, not when the garbage collector finds them (then
             # torch's iterator closes its queues first and waits 5 s for each worker).
             traceback.clear_frames(error.__traceback__)
+            samples = np.concatenate(batches) if batches else np.empty(0, int)
+            changed = _changed_since_check(self.dataset.files(samples), self._checked_ns)
+            if not changed:
+                raise
             raise DatasetError(_changed_files_message(changed)) from error
         self._position = None
 

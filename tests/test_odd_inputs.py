@@ -407,3 +407,33 @@ def test_an_image_resized_since_the_check_is_refused_not_cropped_wrong(
     with pytest.raises(DatasetError, match=victim.name):
         for _ in loader:
             pass
+
+
+def _explode(self: object, request: object) -> int:
+    raise ValueError("a worker's own failure")
+
+
+def test_a_loader_dropped_after_a_worker_error_takes_its_workers_with_it(
+    small_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the garbage collector: the error's frames must not keep the loader alive."""
+    import gc
+
+    from fallback import dataset
+
+    monkeypatch.setattr(dataset.BatchDataset, "__getitem__", _explode)  # forked workers see it
+    loader = create_loader(small_folder, backend="torchvision", batch_size=4, num_threads=2)
+    gc.disable()
+    try:
+        with pytest.raises(ValueError, match="a worker's own failure"):
+            for _ in loader:
+                pass
+        pids = [worker.pid for worker in loader._loader._iterator._workers]
+        assert len(pids) == 2
+        del loader
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+    finally:
+        gc.enable()
