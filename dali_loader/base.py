@@ -107,13 +107,24 @@ class BaseLoader:
         return num_batches(len(self.dataset), self.spec)
 
     def __iter__(self) -> Iterator[Batch]:
+        # The newest iter(loader) delivers, as a DataLoader's newest iterator does: taken here,
+        # at iter(), not when its first batch is asked for.
+        self._live = live = object()
+        return self._deliver(live)
+
+    def _deliver(self, live: object) -> Iterator[Batch]:
+        if self._live is not live:
+            raise ConfigError(
+                "this iterator over the loader was superseded before its first batch: a newer "
+                "iter(loader) delivers. A loader delivers one epoch at a time; create a second "
+                "loader to read two streams at once"
+            )
         epoch, start = self._epoch, self._resume_at
         self._epoch, self._resume_at = epoch + 1, 0
         batches = shard_batches(epoch_order(len(self.dataset), self.spec, epoch), self.spec)[start:]
         self._end_abandoned_epoch()  # before the clock: not this epoch's wait
         self._position = (epoch, start)
         self._stats = EpochStats(epoch)
-        self._live = live = object()  # an older iterator still held is superseded from now on
         try:
             for batch in timed(self._iter_epoch(batches, epoch), self._stats, len(batches)):
                 self._position = (epoch, self._position[1] + 1)  # counted when handed over
@@ -129,7 +140,8 @@ class BaseLoader:
             if self._live is live:
                 self._position = None
             raise
-        except DaliLoaderError:
+        except DaliLoaderError as error:
+            traceback.clear_frames(error.__traceback__)  # see below
             raise
         except Exception as error:  # a worker's or DALI's: did a file change since the check?
             # The backend's frames can hold the error in a reference cycle (torch's

@@ -40,7 +40,7 @@ def _usable(wanted: str) -> Path:
     problem = "no home folder" if not wanted else _cannot_write(Path(wanted))
     if problem is None:
         return Path(wanted)
-    fallback = Path(tempfile.gettempdir()) / f"dali-loader-cache-{os.getuid()}"
+    fallback = Path(tempfile.mkdtemp(prefix="dali-loader-cache-"))  # private, this process's
     logger.warning(
         "dali_loader: cannot use the cache folder %s (%s); this process uses %s instead, so "
         "the check's verdicts are not kept for later runs. Set DALI_LOADER_CACHE to a "

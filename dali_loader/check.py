@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import numbers
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -109,6 +110,8 @@ def check_dataset(
         use_cache: reuse verdicts of files whose size and mtime have not changed.
         progress: show progress bars.
     """
+    if not isinstance(max_pixels, numbers.Integral) or isinstance(max_pixels, bool):
+        raise ConfigError(f"max_pixels must be an integer, got {max_pixels!r}")
     index = source if isinstance(source, SampleIndex) else build_index(source)
     if probe_dali is None:
         from .backends import dali_installed
@@ -144,7 +147,7 @@ def check_dataset(
             verdicts[path][decoder] = path not in failed
             if path in failed:
                 verdicts[path]["status"] = "convert"
-                verdicts[path]["reason"] = f"DALI's decoder rejects it ({failed[path]})"
+                verdicts[path]["reason"] = f"DALI cannot read it as PIL does ({failed[path]})"
     report = CheckReport(
         source=index.root or f"({len(index)} listed paths)", num_files=len(verdicts)
     )
@@ -248,6 +251,10 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
     except UnidentifiedImageError:
         verdict["reason"] = "not an image (unrecognized content: HTML, text or another format?)"
         return verdict
+    except MemoryError:  # this process's limit, not the file's fault: bad now, checked again
+        verdict["reason"] = "out of memory while decoding it (checked again next time)"
+        verdict["transient"] = True
+        return verdict
     except Exception as error:  # any failure on one file makes that file bad, never the check
         verdict["reason"] = f"cannot be decoded: {type(error).__name__}: {error}"
         return verdict
@@ -339,4 +346,6 @@ def _load_cache(cache_file: Path) -> dict[str, dict[str, Any]]:
 
 
 def _save_cache(cache_file: Path, verdicts: dict[str, dict[str, Any]]) -> None:
-    write_atomic(cache_file, json.dumps({"version": _CACHE_VERSION, "files": verdicts}))
+    """The verdicts about the files themselves; a transient one (out of memory) is not kept."""
+    kept = {path: v for path, v in verdicts.items() if not v.get("transient")}
+    write_atomic(cache_file, json.dumps({"version": _CACHE_VERSION, "files": kept}))

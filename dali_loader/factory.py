@@ -6,6 +6,7 @@ import contextlib
 import logging
 import numbers
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -310,24 +311,34 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
     """(height, width) from an int or a pair; LoaderSpec checks that they are integers."""
     if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
         return int(image_size), int(image_size)
-    if not isinstance(image_size, Sequence) or len(image_size) != 2:
+    sides = _values(image_size)
+    if len(sides) != 2:
         raise ConfigError(f"image_size is an int or a (height, width) pair, got {image_size!r}")
-    return image_size[0], image_size[1]
+    return sides[0], sides[1]
 
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
-    """A pair; LoaderSpec checks that its values are numbers."""
-    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
+    """A pair (a tuple, list, array or tensor); LoaderSpec checks that its values are numbers."""
+    values = _values(value)
+    if len(values) != 2:
         raise ConfigError(f"{name} must be a (min, max) pair, got {value!r}")
-    return value[0], value[1]
+    return values[0], values[1]
+
+
+def _values(value: object) -> list[Any]:
+    """The items of a sequence, array or tensor as Python values; [] for anything else."""
+    if isinstance(value, str):
+        return []
+    tolist = getattr(value, "tolist", None)
+    try:
+        return list(tolist() if callable(tolist) else value)  # type: ignore[arg-type]
+    except TypeError:
+        return []
 
 
 def _triple(value: Sequence[float], name: str) -> tuple[float, float, float]:
     """One value per channel; LoaderSpec checks that they are numbers."""
-    try:
-        values = list(value.tolist() if hasattr(value, "tolist") else value)  # tensor, array
-    except TypeError:
-        values = []
-    if isinstance(value, str) or len(values) != 3:
+    values = _values(value)
+    if len(values) != 3:
         raise ConfigError(f"{name} needs one value per RGB channel, got {value!r}")
     return values[0], values[1], values[2]

@@ -8,6 +8,7 @@ loader is built, never at package import, so machines without DALI can still imp
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 from .base import TORCH_DTYPES, BaseLoader, Batch
+from .cache import file_stamp
+from .errors import DatasetError
 from .feed import feed_for
 from .source import CheckedIndex
 from .spec import LoaderSpec
@@ -65,8 +68,12 @@ class DaliLoader(BaseLoader):
         self._pipe = build_or_explain(pipe)
         self._iterator: Any = None
         self._mid_epoch = False
+        # Samples DALI reads through a converted copy: (the file, its copy).
+        paths = checked.read_paths or checked.index.paths
+        self._copies = [(a, b) for a, b in zip(checked.index.paths, paths, strict=True) if a != b]
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
+        self._refuse_stale_copies()
         self._feed.start(batches, epoch)
         if self._iterator is None:
             from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
@@ -89,6 +96,26 @@ class DaliLoader(BaseLoader):
             yield self._to_batch(outputs[0]["images"], outputs[0]["labels"])
         self._mid_epoch = False
 
+    def _refuse_stale_copies(self) -> None:
+        """A converted copy stands for its file as the file was when checked: a file changed
+        since (or a copy the cache lost) would be read stale or fail without its name."""
+        changed = [
+            a
+            for a, _ in self._copies
+            if (s := file_stamp(a)) is None or max(s[1:]) > self._checked_ns
+        ]
+        gone = [b for _, b in self._copies if not os.path.exists(b)]
+        if changed or gone:
+            listed = "\n".join(
+                [f"  {path}: changed since the check" for path in changed[:5]]
+                + [f"  {path}: the converted copy is gone (a cleaned cache?)" for path in gone[:5]]
+            )
+            raise DatasetError(
+                f"DALI reads {len(self._copies)} file(s) of this data set through converted "
+                f"copies, and some no longer stand for their file:\n{listed}\nCreate the loader "
+                "again: it checks the files and makes their copies again."
+            )
+
     def _refuse_changed_sizes(self, batch: np.ndarray, decoded: torch.Tensor) -> None:
         """The crops were drawn for the sizes the check recorded: a file decoded at another size
         changed since, and its crop would be silently wrong (the torchvision backend refuses it
@@ -98,12 +125,15 @@ class DaliLoader(BaseLoader):
         found = decoded.numpy()[:, 1::-1]  # (height, width, channels) -> (width, height)
         wrong = np.flatnonzero((found != recorded[batch]).any(axis=1))
         if len(wrong):
-            named = ", ".join(
-                f"{self.dataset.paths[batch[k]]} is {tuple(found[k])}, recorded "
-                f"{tuple(recorded[batch[k]])}"
+            named = "\n".join(
+                f"  {self.dataset.paths[batch[k]]}: {found[k].tolist()} (width, height), the "
+                f"check recorded {recorded[batch[k]].tolist()}"
                 for k in wrong[:5]
             )
-            raise OSError(f"images changed since the check (width, height): {named}")
+            raise DatasetError(
+                f"{len(wrong)} image(s) of this batch are not the size the check recorded: "
+                f"they changed since.\n{named}\nCreate the loader again: it checks them again."
+            )
 
     def _end_abandoned_epoch(self) -> None:
         """After a `break`, drain the batches DALI already prefetched so the next epoch is clean."""

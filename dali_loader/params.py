@@ -115,8 +115,9 @@ def _random_resized_crops(
     if missed.any():
         mw, mh = width[missed], height[missed]
         in_ratio = mw / mh
-        cw = np.where(in_ratio > spec.ratio[1], np.rint(mh * spec.ratio[1]), mw)
-        ch = np.where(in_ratio < spec.ratio[0], np.rint(mw / spec.ratio[0]), mh)
+        # At least one pixel: torchvision's own code would cut a 1x1 image to 0x1 here.
+        cw = np.maximum(np.where(in_ratio > spec.ratio[1], np.rint(mh * spec.ratio[1]), mw), 1)
+        ch = np.maximum(np.where(in_ratio < spec.ratio[0], np.rint(mw / spec.ratio[0]), mh), 1)
         w[missed], h[missed] = cw, ch
         top[missed] = (mh - ch) // 2
         left[missed] = (mw - cw) // 2

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali.pipeline import Pipeline
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from . import params
 from .errors import BackendUnavailableError
 from .feed import InputKind
+from .imaging import rgb8
 from .spec import LoaderSpec
 
 # Probe pipelines at once: each holds a decoder (on a GPU, its own memory), and decoding one
@@ -227,21 +228,26 @@ def decode_failures(paths: list[str], device_id: int | None, progress: bool) -> 
 
     A failure is the file's only if the rebuilt pipeline still decodes a known-good JPEG: a
     pipeline that cannot be built, or a decoder that fails on everything (a GPU out of memory,
-    a broken driver), is the machine's fault, raised, and no verdict is kept."""
+    a broken driver), is the machine's fault, raised, and no verdict is kept. A file DALI
+    decodes to other pixels than the other backend's (`imaging.rgb8` of PIL's upright decode:
+    an EXIF orientation read differently, a PPM's maxval ignored) fails too: it would be
+    delivered differently by the two backends, without a word."""
     workers = max(1, min(len(os.sched_getaffinity(0)), len(paths), _PROBE_THREADS))
     chunks = [paths[k::workers] for k in range(workers)]
     failed: dict[str, str] = {}
     known_good = _known_good_jpeg()
 
-    def decode(pipe: Any, data: np.ndarray) -> None:
+    def decode(pipe: Any, data: np.ndarray) -> np.ndarray:
         pipe.feed_input(PROBE_INPUT, [data])
-        pipe.run()
+        (images,) = pipe.run()
+        cpu = images.as_cpu() if hasattr(images, "as_cpu") else images
+        return np.asarray(cpu.at(0))
 
     def probe(chunk: list[str]) -> None:
         pipe = build_or_explain(define_decode_probe(device_id=device_id))
         for path in chunk:
             try:
-                decode(pipe, np.fromfile(path, dtype=np.uint8))
+                decoded = decode(pipe, np.fromfile(path, dtype=np.uint8))
             except Exception as error:  # DALI raises RuntimeError
                 pipe = build_or_explain(define_decode_probe(device_id=device_id))
                 try:
@@ -254,6 +260,9 @@ def decode_failures(paths: list[str], device_id: int | None, progress: bool) -> 
                         "at fault, not the files. Check `dali-loader doctor`."
                     ) from machine
                 failed[path] = error_reason(error)
+            else:
+                if (differs := _differs_from_pil(decoded, path)) is not None:
+                    failed[path] = differs
             bar.update(1)
 
     with (
@@ -264,6 +273,27 @@ def decode_failures(paths: list[str], device_id: int | None, progress: bool) -> 
     ):
         list(pool.map(probe, chunks))
     return failed
+
+
+# Mean difference (levels of 255) above which DALI's decode is not PIL's: the decoders' own
+# differences stay near 0.2 (both libjpeg-turbo on the CPU; nvJPEG with fancy upsampling).
+_SAME_PIXELS = 8.0
+
+
+def _differs_from_pil(decoded: np.ndarray, path: str) -> str | None:
+    """How DALI's decode of `path` differs from what the torchvision backend delivers, if it
+    does: another shape (an orientation), or other levels."""
+    with Image.open(path) as image:
+        expected = np.asarray(rgb8(ImageOps.exif_transpose(image)))
+    if decoded.shape != expected.shape:
+        return (
+            f"DALI decodes it as {decoded.shape[1]}x{decoded.shape[0]}, PIL as "
+            f"{expected.shape[1]}x{expected.shape[0]} (EXIF orientation read differently)"
+        )
+    mean = float(np.abs(decoded.astype(np.int16) - expected.astype(np.int16)).mean())
+    if mean > _SAME_PIXELS:
+        return f"DALI's pixels are {mean:.0f} levels (of 255) from PIL's on average"
+    return None
 
 
 @functools.cache

@@ -28,6 +28,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 
+from dali_loader.errors import DatasetError
 from dali_loader.imaging import rgb8
 from dali_loader.spec import LoaderSpec
 
@@ -70,7 +71,10 @@ def load_sample(
 
 def _same_size(found: tuple[int, int], recorded: tuple[int, int]) -> None:
     if tuple(found) != tuple(recorded):
-        raise OSError(f"the image is {found}, the check recorded {recorded}: it changed since")
+        raise DatasetError(
+            f"the image is {list(found)} (width, height), the check recorded {list(recorded)}: "
+            "it changed since. Create the loader again: it checks it again."
+        )
 
 
 def _decode_jpeg_region(encoded: bytes, box: tuple[int, int, int, int]) -> torch.Tensor | None:

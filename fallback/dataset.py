@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dali_loader import params
+from dali_loader.errors import DatasetError
 from dali_loader.spec import LoaderSpec
 from dali_loader.storage import SampleReader
 
@@ -45,8 +46,9 @@ class BatchDataset(Dataset[int]):
             size = (int(self.sizes[index, 0]), int(self.sizes[index, 1]))
             try:
                 sample = load_sample(self.reader.read(index), self.spec, drawn[row], size)
-            except OSError as error:  # name the file: a worker's error says nothing else
-                raise OSError(f"{os.fsdecode(bytes(self.reader.paths[index]))}: {error}") from error
+            except (OSError, DatasetError) as error:  # name the file: nothing else would
+                path = os.fsdecode(bytes(self.reader.paths[index]))
+                raise type(error)(f"{path}: {error}") from error
             angle = drawn[row].angle
             images[row] = rotate(sample.float(), angle).round_().clamp_(0, 255) if angle else sample
         return slot

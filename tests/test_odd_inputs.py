@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import stat
+import struct
 import time
 from pathlib import Path
 
@@ -88,8 +89,9 @@ def test_two_live_iterators_the_older_is_refused_the_newer_is_whole(
     loader = create_loader(
         small_folder, backend=backend, train=False, shuffle=True, batch_size=4, image_size=16
     )
-    older, newer = iter(loader), iter(loader)
+    older = iter(loader)
     next(older)
+    newer = iter(loader)
     first = next(newer)
     with pytest.raises(ConfigError, match="superseded"):
         next(older)
@@ -437,3 +439,94 @@ def test_a_loader_dropped_after_a_worker_error_takes_its_workers_with_it(
         assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
     finally:
         gc.enable()
+
+
+def _exif_app1(orientation: int) -> bytes:
+    exif = b"Exif\0\0II*\0" + struct.pack("<IHHHIHHI", 8, 1, 0x0112, 3, 1, orientation, 0, 0)
+    return b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+
+
+def _pgm(maxval: int) -> bytes:
+    levels = (np.arange(32 * 32).reshape(32, 32) * maxval // (32 * 32 - 1)).astype(np.uint8)
+    return b"P5 32 32 %d\n" % maxval + levels.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["two_exif_blocks", "pgm_maxval_100"])
+def test_files_dali_reads_otherwise_than_pil_are_converted(tmp_path: Path, kind: str) -> None:
+    """Two EXIF blocks (PIL takes the first orientation, DALI the last) or a PGM whose maxval
+    is not 255 (PIL scales it, DALI does not): found by the check, read through the copy."""
+    (tmp_path / "data" / "c").mkdir(parents=True)
+    if kind == "two_exif_blocks":
+        pixels = np.zeros((40, 40, 3), np.uint8)
+        pixels[:20] = 255  # white on top: turned 180 degrees, white at the bottom
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+        data = buffer.getvalue()
+        (tmp_path / "data" / "c" / "x.jpg").write_bytes(
+            data[:2] + _exif_app1(3) + _exif_app1(1) + data[2:]
+        )
+    else:
+        (tmp_path / "data" / "c" / "x.pgm").write_bytes(_pgm(100))
+    report = check_dataset(tmp_path / "data", probe_dali=True, progress=False)
+    assert len(report.converted) == 1, report.summary()
+    torchvision = raw_pixels(tmp_path / "data", "torchvision")
+    dali = raw_pixels(tmp_path / "data", "dali-cpu")
+    assert (torchvision - dali).abs().mean() < 1
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_one_pixel_image_with_an_extreme_ratio_is_delivered(tmp_path: Path, backend: str) -> None:
+    root = one_image_folder(tmp_path / "data", Image.new("RGB", (1, 1), (9, 99, 199)), "p.png")
+    loader = create_loader(root, backend=backend, batch_size=1, image_size=8, ratio=(3.0, 4.0))
+    images, _ = next(iter(loader))
+    assert images.shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_the_newest_iter_delivers_even_if_an_older_one_asks_first(
+    small_folder: Path, backend: str
+) -> None:
+    loader = create_loader(small_folder, backend=backend, batch_size=4, image_size=16)
+    older, newer = iter(loader), iter(loader)
+    with pytest.raises(ConfigError, match="superseded before its first batch"):
+        next(older)
+    assert sum(len(labels) for _, labels in newer) == 21
+
+
+def test_max_pixels_of_another_type_is_refused(small_folder: Path) -> None:
+    with pytest.raises(ConfigError, match="max_pixels must be an integer"):
+        create_loader(small_folder, backend="torchvision", max_pixels="89478485")  # type: ignore[arg-type]
+
+
+def test_running_out_of_memory_on_a_file_is_not_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dali_loader import check
+
+    root = write_index_folder(tmp_path / "data", [2])
+
+    def no_memory(image: Image.Image) -> Image.Image:
+        raise MemoryError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(check, "rgb8", no_memory)
+        assert len(check_dataset(root, probe_dali=False, progress=False).bad) == 2
+    assert not check_dataset(root, probe_dali=False, progress=False).bad  # checked again
+
+
+def test_a_converted_file_changed_or_its_copy_gone_is_named(tmp_path: Path) -> None:
+    """DALI reads CMYK files through a copy made at the check: it must not serve a stale one."""
+    root = write_index_folder(tmp_path / "data", [3])
+    cmyk = root / "class_00" / "cmyk.jpg"
+    cmyk.write_bytes(_cmyk_jpeg())
+    loader = create_loader(root, backend="dali-cpu", batch_size=2, image_size=16)
+    copy = Path(next(b for a, b in loader._copies if a == str(cmyk)))
+    copy.unlink()
+    with pytest.raises(DatasetError, match="converted copy is gone"):
+        for _ in loader:
+            pass
+    loader = create_loader(root, backend="dali-cpu", batch_size=2, image_size=16)
+    Image.new("CMYK", (30, 20), (0, 0, 0, 0)).save(cmyk)
+    with pytest.raises(DatasetError, match=f"{cmyk.name}: changed since the check"):
+        for _ in loader:
+            pass
