@@ -27,14 +27,6 @@ STATE_VERSION = 1
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _changed_since_check(files: list[str], checked_ns: int) -> list[str]:
-    """Those of `files` modified (or gone) after the check started at `checked_ns`
-    (`time.time_ns()`): a read of them that fails mid-epoch is the data's fault, not a bug."""
-    return [
-        path for path in files if (stamp := file_stamp(path)) is None or max(stamp[1:]) > checked_ns
-    ]
-
-
 def _changed_files_message(changed: list[str]) -> str:
     listed = "\n".join(f"  {path}" for path in changed[:5])
     more = f"\n  ... and {len(changed) - 5} more" if len(changed) > 5 else ""
@@ -150,11 +142,20 @@ class BaseLoader:
             # torch's iterator closes its queues first and waits 5 s for each worker).
             traceback.clear_frames(error.__traceback__)
             samples = np.concatenate(batches) if batches else np.empty(0, int)
-            changed = _changed_since_check(self.dataset.files(samples), self._checked_ns)
+            changed = self._changed_since_check(self.dataset.files(samples))
             if not changed:
                 raise
             raise DatasetError(_changed_files_message(changed)) from error
         self._position = None
+
+    def _changed_since_check(self, files: list[str]) -> list[str]:
+        """Those of `files` modified (or gone) since the check: a read of them that fails
+        mid-epoch is the data's fault, not a bug."""
+        return [
+            path
+            for path in files
+            if (stamp := file_stamp(path)) is None or max(stamp[1:]) > self._checked_ns
+        ]
 
     def stats(self) -> EpochStats | None:
         """How long the training loop waited for data in the current (or last) epoch: is it

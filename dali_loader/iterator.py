@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from .base import TORCH_DTYPES, BaseLoader, Batch
-from .cache import file_stamp
 from .errors import DatasetError
 from .feed import feed_for
 from .source import CheckedIndex
@@ -99,11 +98,7 @@ class DaliLoader(BaseLoader):
     def _refuse_stale_copies(self) -> None:
         """A converted copy stands for its file as the file was when checked: a file changed
         since (or a copy the cache lost) would be read stale or fail without its name."""
-        changed = [
-            a
-            for a, _ in self._copies
-            if (s := file_stamp(a)) is None or max(s[1:]) > self._checked_ns
-        ]
+        changed = self._changed_since_check([a for a, _ in self._copies])
         gone = [b for _, b in self._copies if not os.path.exists(b)]
         if changed or gone:
             listed = "\n".join(
