@@ -201,7 +201,14 @@ def index_pairs(paths: Sequence[str], labels: Sequence[int]) -> SampleIndex:
     not_paths = [p for p in paths if not isinstance(p, (str, os.PathLike))]
     if not_paths:
         raise DatasetError(f"paths must be strings or path objects, got {not_paths[0]!r}")
-    classes = tuple(str(i) for i in range(int(max(labels)) + 1))
+    count = int(max(labels)) + 1
+    if count > _MANY_CLASSES and count > 10 * len(labels):
+        raise DatasetError(
+            f"labels go up to {count - 1:,} for {len(labels):,} samples: classes are 0 .. the "
+            f"largest label, so that would make {count:,} classes. Map the labels to "
+            "0 .. num_classes - 1 first"
+        )
+    classes = tuple(str(i) for i in range(count))
     cwd = os.getcwd()
     return SampleIndex(
         paths=tuple(os.path.join(cwd, os.fspath(p)) for p in paths),  # absolute, as above
@@ -209,6 +216,11 @@ def index_pairs(paths: Sequence[str], labels: Sequence[int]) -> SampleIndex:
         classes=classes,
         class_to_idx={name: i for i, name in enumerate(classes)},
     )
+
+
+# Above this many classes (and ten per sample), a label is a mistake, not a class: a million
+# class names cost ~100 MB and seconds to build.
+_MANY_CLASSES = 1_000_000
 
 
 def _as_list(values: Sequence[Any]) -> list[Any]:

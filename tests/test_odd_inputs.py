@@ -530,3 +530,12 @@ def test_a_converted_file_changed_or_its_copy_gone_is_named(tmp_path: Path) -> N
     with pytest.raises(DatasetError, match=f"{cmyk.name}: changed since the check"):
         for _ in loader:
             pass
+
+
+def test_a_label_far_beyond_the_samples_is_refused_not_made_into_classes(
+    small_folder: Path,
+) -> None:
+    files = sorted(str(p) for p in small_folder.rglob("*.jpg"))
+    labels = [0] * (len(files) - 1) + [10**7]
+    with pytest.raises(DatasetError, match=r"labels go up to 10,000,000 for 21 samples"):
+        create_loader((files, labels), backend="torchvision", num_threads=0)
