@@ -46,6 +46,7 @@ def create_loader(
     on_bad_file: str = "raise",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     *,
+    transform: object = None,
     num_workers: int | None = None,
     prefetch_factor: int | None = None,
     pin_memory: bool = True,
@@ -82,6 +83,11 @@ def create_loader(
             first batch, naming them, or "skip" them (logged; listed in `loader.bad_files`).
         max_pixels: larger images count as bad files (decompression bombs).
 
+    `transform`: a torchvision Compose (v1 or v2) that spells the recipe above, instead of its
+    keywords (`dali_loader.transforms` says which pipelines are taken); the recipe keywords
+    (train, image_size, scale, ratio, flip_prob, rotate_degrees, mean, std, dtype) are then
+    left at their defaults.
+
     DataLoader's own keywords, for a ported script: `num_workers` is `num_threads`;
     `prefetch_factor` is how many batches each worker (or DALI's pipeline) prepares ahead
     (default 2); `pin_memory` and `persistent_workers` are taken and change nothing (batches
@@ -90,6 +96,31 @@ def create_loader(
     are refused, saying what to use instead.
     """
     _refuse_dataloader_only(batch_size, sampler, batch_sampler, collate_fn)
+    if transform is not None:
+        from .transforms import recipe_from
+
+        given = {
+            "train": train,
+            "image_size": image_size,
+            "scale": scale,
+            "ratio": ratio,
+            "flip_prob": flip_prob,
+            "rotate_degrees": rotate_degrees,
+            "mean": mean,
+            "std": std,
+            "dtype": dtype,
+        }
+        changed = [name for name, value in given.items() if value != _RECIPE_DEFAULTS[name]]
+        if changed:
+            raise ConfigError(
+                f"transform= and the recipe keywords ({', '.join(changed)}) say the same thing "
+                "twice: pass the transform, or the keywords"
+            )
+        recipe = recipe_from(transform)
+        train, image_size = recipe["train"], recipe["image_size"]
+        scale, ratio = recipe.get("scale", scale), recipe.get("ratio", ratio)
+        flip_prob, rotate_degrees = recipe["flip_prob"], recipe["rotate_degrees"]
+        mean, std, dtype = recipe["mean"], recipe["std"], TORCH_DTYPES[recipe["dtype"]]
     if num_workers is not None:
         if num_threads is not None and num_threads != num_workers:
             raise ConfigError(
@@ -174,6 +205,20 @@ def create_loader(
     return loader
 
 
+# create_loader's defaults for the recipe, which a transform= replaces.
+_RECIPE_DEFAULTS: dict[str, Any] = {
+    "train": True,
+    "image_size": 224,
+    "scale": (0.08, 1.0),
+    "ratio": (3 / 4, 4 / 3),
+    "flip_prob": 0.5,
+    "rotate_degrees": 0.0,
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "dtype": torch.float32,
+}
+
+
 def _refuse_dataloader_only(
     batch_size: object, sampler: object, batch_sampler: object, collate_fn: object
 ) -> None:
@@ -181,9 +226,9 @@ def _refuse_dataloader_only(
     if callable(batch_size) and not isinstance(batch_size, numbers.Integral):
         raise ConfigError(
             f"create_loader's second argument is batch_size, got a {type(batch_size).__name__}:"
-            " a transform is not taken yet. Pass the augmentation as keywords (image_size, "
-            "scale, ratio, flip_prob, rotate_degrees, mean, std; train=False for resize + "
-            "center crop)"
+            " pass a transform as transform=T (`dali_loader.transforms` says which pipelines "
+            "are taken), or the augmentation as keywords (image_size, scale, ratio, flip_prob, "
+            "rotate_degrees, mean, std; train=False for resize + center crop)"
         )
     if sampler is not None or batch_sampler is not None:
         raise ConfigError(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision.transforms as T
 from torchvision.datasets import ImageFolder
 
@@ -79,6 +80,92 @@ def test_dataloader_only_keywords_say_what_to_use_instead(
 def test_a_transform_in_batch_sizes_place_is_explained(small_folder: Path) -> None:
     compose = T.Compose([T.RandomResizedCrop(224), T.ToTensor()])
     with pytest.raises(
-        ConfigError, match=r"second argument is batch_size, got a Compose.*keywords"
+        ConfigError, match=r"second argument is batch_size, got a Compose.*transform=T.*keywords"
     ):
         create_loader(small_folder, compose)  # type: ignore[arg-type]
+
+
+def _classic(v2: bool, rotate: float = 0.0) -> object:
+    if v2:
+        from torchvision.transforms import v2 as V
+
+        steps = [V.RandomResizedCrop(64, scale=(0.3, 1.0)), V.RandomHorizontalFlip(0.3)]
+        steps += [V.RandomRotation(rotate)] if rotate else []
+        steps += [V.ToImage(), V.ToDtype(torch.float32, scale=True)]
+        return V.Compose([*steps, V.Normalize([0.5] * 3, [0.25] * 3)])
+    steps = [T.RandomResizedCrop(64, scale=(0.3, 1.0)), T.RandomHorizontalFlip(0.3)]
+    steps += [T.RandomRotation(rotate)] if rotate else []
+    return T.Compose([*steps, T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3)])
+
+
+@pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.parametrize("rotate", [0.0, 20.0])
+def test_a_classic_compose_is_the_keyword_recipe(
+    small_folder: Path, backend: str, v2: bool, rotate: float
+) -> None:
+    given = create_loader(
+        small_folder, backend=backend, batch_size=8, seed=5, transform=_classic(v2, rotate)
+    )
+    keywords = create_loader(
+        small_folder,
+        backend=backend,
+        batch_size=8,
+        seed=5,
+        image_size=64,
+        scale=(0.3, 1.0),
+        flip_prob=0.3,
+        rotate_degrees=rotate,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+    )
+    assert given.spec == keywords.spec
+    for (a, _), (b, _) in zip(given, keywords, strict=True):
+        assert torch.equal(a.cpu(), b.cpu())
+
+
+def test_the_eval_compose_is_the_eval_recipe(small_folder: Path) -> None:
+    compose = T.Compose(
+        [T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]
+    )
+    loader = create_loader(small_folder, backend="torchvision", transform=compose)
+    assert (loader.spec.train, loader.spec.shuffle, loader.spec.image_size) == (
+        False,
+        False,
+        (224, 224),
+    )
+    assert loader.spec.mean == (0.5,) * 3 and loader.spec.flip_prob == 0.0
+
+
+@pytest.mark.parametrize(
+    ("compose", "message"),
+    [
+        (T.Compose([T.RandomCrop(32), T.ToTensor()]), "starts with RandomCrop"),
+        (T.Compose([T.RandomResizedCrop(32), T.ColorJitter(0.4), T.ToTensor()]), "ColorJitter"),
+        (T.Compose([T.RandomResizedCrop(32), T.Lambda(lambda x: x), T.ToTensor()]), "Lambda"),
+        (T.Compose([T.Resize(300), T.CenterCrop(224), T.ToTensor()]), r"Resize\(300\)"),
+        (T.Compose([T.RandomResizedCrop(32)]), "where the pixels become floats"),
+        (T.Compose([T.RandomResizedCrop(32), T.ToTensor(), T.RandomErasing()]), "RandomErasing"),
+        (
+            T.Compose(
+                [T.RandomResizedCrop(32, interpolation=T.InterpolationMode.NEAREST), T.ToTensor()]
+            ),
+            "bilinear",
+        ),
+    ],
+)
+def test_a_compose_the_loader_cannot_run_is_refused_naming_the_step(
+    small_folder: Path, compose: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_loader(small_folder, backend="torchvision", transform=compose)
+
+
+def test_transform_and_recipe_keywords_together_are_refused(small_folder: Path) -> None:
+    with pytest.raises(ConfigError, match=r"recipe keywords \(image_size, flip_prob\)"):
+        create_loader(
+            small_folder,
+            backend="torchvision",
+            transform=_classic(False),
+            image_size=32,
+            flip_prob=0.1,
+        )
