@@ -86,7 +86,8 @@ def create_loader(
     `transform`: a torchvision Compose (v1 or v2) that spells the recipe above, instead of its
     keywords (`dali_loader.transforms` says which pipelines are taken); the recipe keywords
     (train, image_size, scale, ratio, flip_prob, rotate_degrees, mean, std, dtype) are then
-    left at their defaults.
+    left at their defaults (one set to another value is refused; one set to its default cannot
+    be told apart, and the transform decides).
 
     DataLoader's own keywords, for a ported script: `num_workers` is `num_threads`;
     `prefetch_factor` is how many batches each worker (or DALI's pipeline) prepares ahead
@@ -110,7 +111,7 @@ def create_loader(
             "std": std,
             "dtype": dtype,
         }
-        changed = [name for name, value in given.items() if value != _RECIPE_DEFAULTS[name]]
+        changed = [name for name, value in given.items() if _differs(value, _RECIPE_DEFAULTS[name])]
         if changed:
             raise ConfigError(
                 f"transform= and the recipe keywords ({', '.join(changed)}) say the same thing "
@@ -217,6 +218,14 @@ _RECIPE_DEFAULTS: dict[str, Any] = {
     "std": (0.229, 0.224, 0.225),
     "dtype": torch.float32,
 }
+
+
+def _differs(value: object, default: object) -> bool:
+    """Whether a keyword was set away from its default (arrays and tensors compared by value)."""
+    values = _values(value)  # [] for a scalar
+    if values or isinstance(default, tuple):
+        return values != (list(default) if isinstance(default, tuple) else [default])
+    return bool(value != default)
 
 
 def _refuse_dataloader_only(

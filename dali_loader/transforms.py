@@ -41,13 +41,14 @@ def recipe_from(transform: object) -> dict[str, Any]:
     rest = _geometry(steps, names, recipe)
     rest = _augmentation(rest, recipe)
     rest = _to_float(rest, recipe)
+    where = "after the conversion to float"
     if rest and type(rest[0]).__name__ == "Normalize":
         recipe["mean"], recipe["std"] = _channels(rest[0].mean), _channels(rest[0].std)
-        rest = rest[1:]
+        rest, where = rest[1:], "after Normalize"
     else:
         recipe["mean"], recipe["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if rest:
-        raise _unsupported(rest[0], "after Normalize")
+        raise _unsupported(rest[0], where)
     return recipe
 
 
@@ -104,16 +105,19 @@ def _geometry(steps: list[Any], names: list[str], recipe: dict[str, Any]) -> lis
 def _augmentation(steps: list[Any], recipe: dict[str, Any]) -> list[Any]:
     """RandomHorizontalFlip and RandomRotation, in either order (their angles are symmetric,
     so flip-then-turn and turn-then-flip draw the same images)."""
+    seen: set[str] = set()
     while steps and type(steps[0]).__name__ in ("RandomHorizontalFlip", "RandomRotation"):
         step, name = steps[0], type(steps[0]).__name__
         if not recipe["train"]:
             raise _unsupported(step, "random in an eval pipeline")
+        if name in seen:  # two flips flip at another rate; two turns add their angles
+            raise _unsupported(step, f"a second {name}")
+        seen.add(name)
         if name == "RandomHorizontalFlip":
             recipe["flip_prob"] = float(step.p)
         else:
             low, high = (float(d) for d in step.degrees)
-            fill = step.fill if isinstance(step.fill, (int, float)) else max(step.fill or [0])
-            if low != -high or step.expand or step.center is not None or fill != 0:
+            if low != -high or step.expand or step.center is not None or not _black(step.fill):
                 raise ConfigError(
                     f"{step!r}: taken as RandomRotation(d) with the default center, expand=False "
                     "and fill=0 (angles uniform in [-d, d])"
@@ -143,9 +147,28 @@ def _to_float(steps: list[Any], recipe: dict[str, Any]) -> list[Any]:
     )
 
 
+def _black(fill: Any) -> bool:
+    """Whether a rotation's fill is black for images (v2's fill may be a dict by type)."""
+    if isinstance(fill, dict):
+        from PIL import Image
+
+        image_keys = [k for k in fill if getattr(k, "__name__", "") == "Image"]
+        for key in [*image_keys, Image.Image, "others"]:
+            if key in fill:
+                return _black(fill[key])
+        return True  # no entry for images: they are filled with 0
+    values = fill if isinstance(fill, (list, tuple)) else [fill]
+    return all(value is None or value == 0 for value in values)
+
+
 def _bilinear(step: Any, name: str) -> None:
-    mode = str(getattr(step, "interpolation", "bilinear")).lower()
-    if not mode.endswith("bilinear") or getattr(step, "antialias", True) is False:
+    from torchvision.transforms import InterpolationMode
+
+    mode = getattr(step, "interpolation", InterpolationMode.BILINEAR)
+    # v1 keeps an InterpolationMode; v2 its value ("bilinear"), or PIL's constant 2 as given
+    v2 = ".v2." in type(step).__module__
+    bilinear = (InterpolationMode.BILINEAR, *((InterpolationMode.BILINEAR.value, 2) if v2 else ()))
+    if mode not in bilinear or getattr(step, "antialias", True) is False:
         raise ConfigError(
             f"{name} with interpolation={mode}, antialias={getattr(step, 'antialias', None)}: "
             "the loader resizes bilinear and antialiased on every backend"
@@ -153,10 +176,18 @@ def _bilinear(step: Any, name: str) -> None:
 
 
 def _channels(values: Any) -> tuple[float, float, float]:
-    items = [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
-    if len(items) != 3:
-        raise ConfigError(f"Normalize needs one value per RGB channel, got {values!r}")
-    return items[0], items[1], items[2]
+    """Normalize's mean or std for the 3 channels; one value is every channel's, as in torch."""
+    listed = values.tolist() if hasattr(values, "tolist") else values
+    items = listed if isinstance(listed, (list, tuple)) else [listed]
+    if len(items) == 1:
+        items = list(items) * 3
+    try:
+        first, second, third = (float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"Normalize needs one value, or one per RGB channel, got {values!r}"
+        ) from None
+    return first, second, third
 
 
 def _unsupported(step: object, why: str) -> ConfigError:

@@ -169,3 +169,58 @@ def test_transform_and_recipe_keywords_together_are_refused(small_folder: Path) 
             image_size=32,
             flip_prob=0.1,
         )
+
+
+def test_torchvisions_equivalent_spellings_are_read_alike(small_folder: Path) -> None:
+    from PIL import Image
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2 as V
+
+    from dali_loader.transforms import recipe_from
+
+    base = recipe_from(
+        T.Compose(
+            [
+                T.RandomResizedCrop(32),
+                T.RandomRotation(10),
+                T.ToTensor(),
+                T.Normalize((0.5,) * 3, (0.5,) * 3),
+            ]
+        )
+    )
+    for rotation, normalize in [
+        (V.RandomRotation(10, fill={tv_tensors.Image: 0, "others": 0}), V.Normalize([0.5], [0.5])),
+        (V.RandomRotation(10, fill={tv_tensors.Mask: 255, "others": 0}), T.Normalize(0.5, 0.5)),
+        (
+            V.RandomRotation(10, fill={Image.Image: 0}),
+            T.Normalize(torch.tensor(0.5), torch.tensor(0.5)),
+        ),
+    ]:
+        compose = V.Compose(
+            [
+                V.RandomResizedCrop(32, interpolation=2),
+                rotation,
+                V.ToImage(),
+                V.ToDtype(torch.float32, scale=True),
+                normalize,
+            ]
+        )
+        assert recipe_from(compose) == base
+    with pytest.raises(ConfigError, match="RandomRotation"):
+        recipe_from(
+            V.Compose(
+                [
+                    V.RandomResizedCrop(32),
+                    V.RandomRotation(10, fill={tv_tensors.Image: 7}),
+                    V.ToImage(),
+                    V.ToDtype(torch.float32, scale=True),
+                ]
+            )
+        )
+    with pytest.raises(ConfigError, match=r"recipe keywords \(mean\)"):
+        create_loader(
+            small_folder,
+            backend="torchvision",
+            transform=_classic(False),
+            mean=np.array([0.1, 0.2, 0.3]),
+        )
