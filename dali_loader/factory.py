@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import numbers
 from collections.abc import Iterator, Sequence
@@ -111,7 +112,8 @@ def create_loader(
             "std": std,
             "dtype": dtype,
         }
-        changed = [name for name, value in given.items() if _differs(value, _RECIPE_DEFAULTS[name])]
+        defaults = inspect.signature(create_loader).parameters  # one place for the defaults
+        changed = [name for name, value in given.items() if _differs(value, defaults[name].default)]
         if changed:
             raise ConfigError(
                 f"transform= and the recipe keywords ({', '.join(changed)}) say the same thing "
@@ -204,20 +206,6 @@ def create_loader(
             checked, spec, target, num_threads=threads, prefetch_queue_depth=int(depth)
         )
     return loader
-
-
-# create_loader's defaults for the recipe, which a transform= replaces.
-_RECIPE_DEFAULTS: dict[str, Any] = {
-    "train": True,
-    "image_size": 224,
-    "scale": (0.08, 1.0),
-    "ratio": (3 / 4, 4 / 3),
-    "flip_prob": 0.5,
-    "rotate_degrees": 0.0,
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "dtype": torch.float32,
-}
 
 
 def _differs(value: object, default: object) -> bool:

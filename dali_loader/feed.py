@@ -101,7 +101,7 @@ class PathFeed(EpochFeed):
         encoded = [os.fsencode(os.path.join(os.getcwd(), path)) for path in paths]
         # All names end to end, one copy: a padded table would cost every name the longest one.
         self._lengths = np.array([len(name) for name in encoded], dtype=np.int64)
-        self._starts = np.concatenate(([0], np.cumsum(self._lengths[:-1])))
+        self._starts = _starts(self._lengths)
         self._text = np.frombuffer(b"".join(encoded), dtype=np.uint8)
 
     def _files(self, batch: np.ndarray) -> tuple[Any, ...]:
@@ -164,7 +164,7 @@ class ShardFeed(EpochFeed):
             return
         batch = self._batches[self._next]
         sizes = self._bytes[batch]
-        starts = np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64)
+        starts = _starts(sizes)
         buffer = np.empty(int(sizes.sum()), np.uint8)
         parts = [p for p in np.array_split(np.arange(len(batch)), self._threads) if len(p)]
         reads = [self._pool.submit(self._read, buffer, starts[p], batch[p]) for p in parts]
@@ -186,6 +186,11 @@ class ShardFeed(EpochFeed):
         self._wait_ahead()
         self._pool.shutdown(wait=True)
         self._reader.close()
+
+
+def _starts(sizes: np.ndarray) -> np.ndarray:
+    """Where each of `sizes` starts when they are laid end to end."""
+    return np.concatenate(([0], np.cumsum(sizes[:-1]))).astype(np.int64)
 
 
 def feed_for(

@@ -40,9 +40,11 @@ class SampleReader:
         if where is None:
             with open(bytes(self.paths[i]), "rb") as f:
                 return f.read()
-        data = bytearray(int(where.sizes[i]))
-        self.read_into(memoryview(data), i)
-        return bytes(data)
+        shard, size = int(where.shard_ids[i]), int(where.sizes[i])
+        data = os.pread(self._fd(shard), size, int(where.offsets[i]))  # one copy, no buffer
+        if len(data) != size:
+            raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
+        return data
 
     def read_into(self, view: memoryview, i: int) -> None:
         """Sample i of a packed set into `view` (exactly its size), without a bytes object."""

@@ -94,11 +94,10 @@ def _geometry(steps: list[Any], names: list[str], recipe: dict[str, Any]) -> lis
         _bilinear(resize, "Resize")
         recipe.update(train=False, image_size=(height, width))
         return steps[2:]
-    first = steps[0] if steps else None
-    raise ConfigError(
-        f"transform= starts with {type(first).__name__ if first else 'nothing'}: it must start "
-        "with RandomResizedCrop (train) or Resize + CenterCrop (eval), the crop that fixes the "
-        f"output size. Taken: {SUPPORTED}. Or pass the recipe as keywords."
+    raise _misplaced(
+        steps,
+        "starts with {found}: it must start with RandomResizedCrop (train) or Resize + "
+        "CenterCrop (eval), the crop that fixes the output size",
     )
 
 
@@ -139,11 +138,10 @@ def _to_float(steps: list[Any], recipe: dict[str, Any]) -> list[Any]:
             raise _unsupported(convert, "the loader delivers float images on the 0..1 scale")
         recipe["dtype"] = dtype
         return steps[2:]
-    what = steps[0] if steps else None
-    raise ConfigError(
-        f"transform= has {type(what).__name__ if what else 'nothing'} where the pixels become "
-        "floats: end the geometry with ToTensor() (or ToImage() + ToDtype(torch.float32, "
-        f"scale=True)), then Normalize. Taken: {SUPPORTED}"
+    raise _misplaced(
+        steps,
+        "has {found} where the pixels become floats: end the geometry with ToTensor() (or "
+        "ToImage() + ToDtype(torch.float32, scale=True)), then Normalize",
     )
 
 
@@ -188,6 +186,16 @@ def _channels(values: Any) -> tuple[float, float, float]:
             f"Normalize needs one value, or one per RGB channel, got {values!r}"
         ) from None
     return first, second, third
+
+
+def _misplaced(steps: list[Any], what: str) -> ConfigError:
+    """The step (or the end, "nothing") found where the recipe needs another: `what` says so,
+    with {found} for its name."""
+    found = type(steps[0]).__name__ if steps else "nothing"
+    return ConfigError(
+        f"transform= {what.format(found=found)}. Taken: {SUPPORTED}. "
+        "Or pass the recipe as keywords."
+    )
 
 
 def _unsupported(step: object, why: str) -> ConfigError:
