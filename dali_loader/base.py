@@ -49,6 +49,11 @@ class BaseLoader:
 
     def __init__(self, checked: CheckedIndex, spec: LoaderSpec, device: torch.device) -> None:
         index = checked.index
+        if not spec.resolved:
+            raise ConfigError(
+                "the spec's output size depends on the images': build it with "
+                "spec.with_source_sizes(index.sizes, index.paths) (create_loader does)"
+            )
         check_shardable(len(index), spec)
         self.dataset = index
         self.spec = spec

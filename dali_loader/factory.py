@@ -16,6 +16,7 @@ from .base import TORCH_DTYPES, BaseLoader
 from .check import check_policy
 from .errors import ConfigError, DatasetError
 from .index import SampleIndex, Source
+from .ops import Op, is_random
 from .sampler import num_batches
 from .source import open_source
 from .spec import DEFAULT_MAX_PIXELS, LoaderSpec
@@ -98,8 +99,9 @@ def create_loader(
     are refused, saying what to use instead.
     """
     _refuse_dataloader_only(batch_size, sampler, batch_sampler, collate_fn)
+    ops: tuple[Op, ...] = ()
     if transform is not None:
-        from .transforms import recipe_from
+        from .transforms import compile_transform
 
         given = {
             "train": train,
@@ -119,11 +121,9 @@ def create_loader(
                 f"transform= and the recipe keywords ({', '.join(changed)}) say the same thing "
                 "twice: pass the transform, or the keywords"
             )
-        recipe = recipe_from(transform)
-        train, image_size = recipe["train"], recipe["image_size"]
-        scale, ratio = recipe.get("scale", scale), recipe.get("ratio", ratio)
-        flip_prob, rotate_degrees = recipe["flip_prob"], recipe["rotate_degrees"]
-        mean, std, dtype = recipe["mean"], recipe["std"], TORCH_DTYPES[recipe["dtype"]]
+        compiled = compile_transform(transform)
+        ops, dtype = compiled.ops, TORCH_DTYPES[compiled.dtype]
+        train = any(is_random(op) for op in ops)  # shuffled by default when augmented
     if num_workers is not None:
         if num_threads is not None and num_threads != num_workers:
             raise ConfigError(
@@ -154,6 +154,7 @@ def create_loader(
         channels_last=channels_last,
         shard_id=shard_id,
         num_shards=num_shards,
+        ops=ops,
     )
     threads = default_num_threads() if num_threads is None else num_threads
     if (
@@ -179,6 +180,8 @@ def create_loader(
         )
     index = checked.index
     _refuse_disagreeing_ranks(index)
+    if index.sizes is not None:
+        spec = spec.with_source_sizes(index.sizes, index.paths)
     logger.info(
         "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
         chosen,

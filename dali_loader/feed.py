@@ -69,7 +69,7 @@ class EpochFeed:
         arrays = (
             *self._files(batch),
             self._labels[batch],
-            *(getattr(drawn, name) for name in params.fields(self._spec)),
+            *(drawn.arrays[name] for name in params.fields(self._spec)),
         )
         self._alive.append(arrays)
         return arrays

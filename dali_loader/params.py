@@ -2,83 +2,159 @@
 
 As in torchvision's transforms v2 (`make_params` apart from the kernels), drawing is kept apart
 from applying. The draws are a function of (seed, epoch, sample index) alone: a counter-based
-generator (splitmix64 of those three and the draw's number), so a whole batch is a few numpy
-operations on the DALI feed's thread, a worker gets the same values as the feed for the same
-sample, and a resumed epoch redraws exactly what the interrupted one drew. So the same seed gives
-the same crop, flip and angle on every backend.
+generator (splitmix64 of those, the op's position and the draw's number), so a whole batch is a
+few numpy operations on the DALI feed's thread, a worker gets the same values as the feed for
+the same sample, and a resumed epoch redraws exactly what the interrupted one drew. So the same
+seed gives the same crop, flip, angle and colors on every backend.
 
-- Train: a random-resized crop (torchvision's algorithm: ten tries of an area in `scale` and a
-  log-uniform aspect ratio in `ratio`, else the whole image cut to the nearest allowed ratio),
-  a horizontal flip with `flip_prob`, an angle uniform in [-rotate_degrees, rotate_degrees].
-- Eval: the shorter side scaled to `resize_size`, the centered `image_size` window: a
-  fractional box, nothing rounded.
-Boxes are (left, top, right, bottom) in the pixels of the upright image (EXIF orientation
-applied), whose size the dataset check recorded.
+Each op draws as its torchvision `get_params` does (RandomResizedCrop's ten tries, RandomCrop's
+padded offsets, RandomAffine's rounded translation...), then the stages of `dali_loader.plan`
+are composed per sample:
+- "boxes" (N, 4): the source box (left, top, right, bottom) in upright pixels (EXIF orientation
+  applied), whose size the dataset check recorded; "inner" (N, 4), where the crop stage may
+  pad: (top, left, height, width) of the resized box on the canvas;
+- "flips" (N,) for a mirror alone, else "matrices" (N, 2, 3): the output-to-canvas map,
+  in pixel-corner coordinates;
+- per color op k: "c{k}.m{j}" (N, 3, 3) channel matrices, "c{k}.a{j}" and "c{k}.b{j}" (N, 1)
+  weights of the pixel's gray and the image's mean gray (ColorJitter's blends), "c{k}.sigma"
+  (N, 1) for a blur.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .errors import DatasetError
+from .ops import (
+    Affine,
+    CenterCrop,
+    ColorJitter,
+    Flip,
+    GaussianBlur,
+    Grayscale,
+    Op,
+    RandomCrop,
+    RandomResizedCrop,
+    Resize,
+)
+from .plan import Plan, resized_size
 from .spec import LoaderSpec
 
 _TRIES = 10  # torchvision's RandomResizedCrop tries ten windows before its fallback
-# Draw numbers of one sample: area and ratio and top and left per try, then flip, then angle.
 _AREA, _RATIO, _TOP, _LEFT = (k * _TRIES for k in range(4))
-_FLIP, _ANGLE = 4 * _TRIES, 4 * _TRIES + 1
-_DRAWS = 4 * _TRIES + 2
+_STREAM = 1 << 20  # draw numbers of one op: [stream * position, ...); a gate's from its own
 
-
-@dataclass(frozen=True)
-class SampleParams:
-    """Where one output pixel comes from: the source box, the flip and the angle."""
-
-    box: tuple[float, float, float, float]  # left, top, right, bottom in upright pixels
-    flip: bool = False
-    angle: float = 0.0  # degrees, counter-clockwise
+# torchvision's rgb_to_grayscale weights
+GRAY = np.array([0.2989, 0.587, 0.114])
+# RGB -> YIQ: hue turns the chroma plane (I, Q) about the gray axis
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
 @dataclass(frozen=True)
 class BatchParams:
-    """The parameters of a batch, one row a sample, as the DALI graph takes them."""
+    """The parameters of a batch: named arrays, one row a sample, as the DALI graph takes them."""
 
-    boxes: np.ndarray  # (N, 4) float32: left, top, right, bottom
-    flips: np.ndarray  # (N,) int32: 1 to flip
-    angles: np.ndarray  # (N,) float32 degrees
+    arrays: dict[str, np.ndarray]
 
-    def __getitem__(self, row: int) -> SampleParams:
-        left, top, right, bottom = (float(v) for v in self.boxes[row])
-        return SampleParams(
-            (left, top, right, bottom), bool(self.flips[row]), float(self.angles[row])
-        )
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.arrays[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, row: int) -> dict[str, np.ndarray]:
+        """One sample's parameters, for a backend that applies them one image at a time."""
+        return {name: array[row] for name, array in self.arrays.items()}
+
+
+def fields(spec: LoaderSpec) -> tuple[str, ...]:
+    """The arrays `draw` returns for `spec`, in order: what the DALI graph is fed."""
+    plan = spec.plan
+    names = ["boxes", *(["inner"] if plan.padded else [])]
+    if plan.mirror_only and plan.warps:
+        names.append("flips")
+    elif plan.warps:
+        names.append("matrices")
+    for k, op in enumerate(plan.colors):
+        names += [f"c{k}.{name}" for name in _color_fields(op)]
+    return tuple(names)
+
+
+def _color_fields(op: Op) -> list[str]:
+    if isinstance(op, ColorJitter):
+        return [f"{kind}{j}" for j in range(_enabled(op)) for kind in "mab"]
+    if isinstance(op, Grayscale):
+        return ["m0"] if op.channels == 3 else []
+    return ["sigma"]
 
 
 def draw(spec: LoaderSpec, epoch: int, samples: np.ndarray, sizes: np.ndarray) -> BatchParams:
-    """The parameters of `samples` in `epoch`; `sizes` is their (width, height), (N, 2)."""
+    """The parameters of `samples` in `epoch`; `sizes` is their upright (width, height), (N, 2)."""
+    plan = spec.plan
     samples, sizes = np.asarray(samples), np.asarray(sizes)
-    count = len(samples)
-    width = sizes[:, 0].astype(np.float64)
-    height = sizes[:, 1].astype(np.float64)
-    if not spec.train:
-        boxes = _eval_boxes(width, height, spec)
-        return BatchParams(boxes, np.zeros(count, np.int32), np.zeros(count, np.float32))
-    u = uniforms(spec.seed, epoch, samples, _DRAWS)
-    boxes = _random_resized_crops(width, height, spec, u)
-    flips = (u[:, _FLIP] < spec.flip_prob).astype(np.int32)
-    degrees = spec.rotate_degrees
-    angles = (degrees * (2 * u[:, _ANGLE] - 1)).astype(np.float32)
-    return BatchParams(boxes, flips, angles if degrees > 0 else np.zeros(count, np.float32))
+    streams = _Streams(spec, epoch, samples)
+    state = _Canvas(sizes)
+    for position, op in enumerate(plan.crops):
+        state.apply(op, streams.uniforms(position, 4 * _TRIES))
+    height, width = spec.crop_size
+    if not ((state.width == width) & (state.height == height)).all():
+        row = int(np.argmax((state.width != width) | (state.height != height)))
+        raise DatasetError(
+            f"sample {int(samples[row])} ({int(sizes[row, 0])}x{int(sizes[row, 1])}) comes out "
+            f"{int(state.width[row])}x{int(state.height[row])}, not {width}x{height}: its size "
+            "changed since the check. Create the loader again: it checks it again."
+        )
+    arrays: dict[str, np.ndarray] = {"boxes": state.box.astype(np.float32)}
+    if plan.padded:
+        x0, y0, x1, y1 = state.inner.T
+        arrays["inner"] = np.stack([y0, x0, y1 - y0, x1 - x0], axis=1).astype(np.float32)
+    if plan.warps:
+        matrices, flips = _warp(plan, streams, len(samples), (height, width))
+        if plan.mirror_only:
+            arrays["flips"] = flips
+        else:
+            arrays["matrices"] = matrices[:, :2].astype(np.float32)
+    first = len(plan.crops) + len(plan.warps)
+    for k, op in enumerate(plan.colors):
+        for name, array in _color(op, streams, first + k).items():
+            arrays[f"c{k}.{name}"] = array.astype(np.float32)
+    return BatchParams(arrays)
 
 
-def uniforms(seed: int, epoch: int, samples: np.ndarray, count: int) -> np.ndarray:
-    """(N, count) floats in [0, 1), a function of (seed, epoch, sample, draw number) alone."""
+class _Streams:
+    """Uniforms per op: each op (and each RandomApply gate) draws from its own numbers."""
+
+    def __init__(self, spec: LoaderSpec, epoch: int, samples: np.ndarray) -> None:
+        self.seed, self.epoch, self.samples = spec.seed, epoch, samples
+        self.ops = len(spec.ops)
+
+    def uniforms(self, position: int, count: int) -> np.ndarray:
+        """The draws of the op at `position` in the spec's ops."""
+        return uniforms(self.seed, self.epoch, self.samples, count, position + 1)
+
+    def active(self, position: int, op: Op, p: float = 1.0) -> np.ndarray:
+        """Whether `op` applies to each sample: its own probability `p`, and its gate's."""
+        on = np.ones(len(self.samples), dtype=bool)
+        if op.gate is not None:
+            stream = self.ops + 1 + op.gate.slot
+            on &= uniforms(self.seed, self.epoch, self.samples, 1, stream)[:, 0] < op.gate.p
+        if p < 1:  # the op's 64th number: its other draws use the first ones
+            on &= self.uniforms(position, 64)[:, 63] < p
+        return on
+
+
+def uniforms(seed: int, epoch: int, samples: np.ndarray, count: int, stream: int = 0) -> np.ndarray:
+    """(N, count) floats in [0, 1), a function of (seed, epoch, sample, stream, draw) alone."""
     with np.errstate(over="ignore"):
         key = _mix(_mix(np.uint64(seed) + _GOLDEN) + np.uint64(epoch))
         keys = _mix(key + np.asarray(samples).astype(np.uint64))
-        draws = _mix(keys[:, None] + _GOLDEN * np.arange(1, count + 1, dtype=np.uint64))
+        first = np.uint64(stream * _STREAM + 1)
+        numbers = first + np.arange(count, dtype=np.uint64)
+        draws = _mix(keys[:, None] + _GOLDEN * numbers)
     return np.asarray((draws >> np.uint64(11)).astype(np.float64) * 2.0**-53)
 
 
@@ -93,14 +169,105 @@ def _mix(x: np.ndarray | np.uint64) -> np.ndarray:
     return np.asarray(x ^ (x >> np.uint64(31)))
 
 
-def _random_resized_crops(
-    width: np.ndarray, height: np.ndarray, spec: LoaderSpec, u: np.ndarray
+class _Canvas:
+    """The crop stage per sample: the source `box` lands on `inner` of a canvas of `width` x
+    `height`, the rest padding (all float64, whole values but the box after a resize)."""
+
+    def __init__(self, sizes: np.ndarray) -> None:
+        self.width = sizes[:, 0].astype(np.float64)
+        self.height = sizes[:, 1].astype(np.float64)
+        zeros = np.zeros_like(self.width)
+        self.box = np.stack([zeros, zeros, self.width, self.height], axis=1)
+        self.inner = self.box.copy()
+
+    def apply(self, op: Op, u: np.ndarray) -> None:
+        if isinstance(op, Resize):
+            self._resize(op)
+        elif isinstance(op, CenterCrop):
+            height, width = op.size
+            left = _center_offset(self.width, width)
+            top = _center_offset(self.height, height)
+            self._cut(left, top, width, height)
+        elif isinstance(op, RandomCrop):
+            self._cut(*random_crop_windows(op, self.width, self.height, u))
+        elif isinstance(op, RandomResizedCrop):
+            left, top, right, bottom = random_resized_crops(op, self.width, self.height, u).T
+            self._cut(left, top, right - left, bottom - top)
+            self._set_size(*op.size)
+
+    def _resize(self, op: Resize) -> None:
+        if len(op.size) == 2:
+            self._set_size(op.size[0], op.size[1])
+            return
+        pairs = np.stack([self.height, self.width], axis=1).astype(np.int64)
+        unique, where = np.unique(pairs, axis=0, return_inverse=True)
+        new = np.array([resized_size((int(h), int(w)), op) for h, w in unique], dtype=np.float64)
+        self._set_size(new[where.reshape(-1), 0], new[where.reshape(-1), 1])
+
+    def _set_size(self, height: Any, width: Any) -> None:
+        """A resize of the whole canvas (the plan refuses one after padding)."""
+        self.height = np.broadcast_to(np.asarray(height, np.float64), self.width.shape).copy()
+        self.width = np.broadcast_to(np.asarray(width, np.float64), self.height.shape).copy()
+        zeros = np.zeros_like(self.width)
+        self.inner = np.stack([zeros, zeros, self.width, self.height], axis=1)
+
+    def _cut(self, left: Any, top: Any, width: Any, height: Any) -> None:
+        """The window (left, top, width, height) of the canvas becomes the canvas."""
+        x0, y0, x1, y1 = self.inner.T
+        kx0, ky0 = np.maximum(x0, left), np.maximum(y0, top)
+        kx1, ky1 = np.minimum(x1, left + width), np.minimum(y1, top + height)
+        bx0, by0, bx1, by1 = self.box.T
+        sx, sy = (bx1 - bx0) / (x1 - x0), (by1 - by0) / (y1 - y0)
+        self.box = np.stack(
+            [
+                bx0 + (kx0 - x0) * sx,
+                by0 + (ky0 - y0) * sy,
+                bx0 + (kx1 - x0) * sx,
+                by0 + (ky1 - y0) * sy,
+            ],
+            axis=1,
+        )
+        self.inner = np.stack([kx0 - left, ky0 - top, kx1 - left, ky1 - top], axis=1)
+        self.width = np.broadcast_to(np.asarray(width, np.float64), x0.shape).copy()
+        self.height = np.broadcast_to(np.asarray(height, np.float64), x0.shape).copy()
+
+
+def _center_offset(size: np.ndarray, crop: int) -> np.ndarray:
+    """torchvision's center_crop: rounded half to even, a larger crop padded (less on the
+    left and top)."""
+    return np.where(crop <= size, np.round((size - crop) / 2.0), -((crop - size) // 2))
+
+
+def random_crop_windows(
+    op: RandomCrop, width: np.ndarray, height: np.ndarray, u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """torchvision's RandomCrop: pad by `padding`, then (pad_if_needed) each side by what is
+    missing, then a uniform window: (left, top) in the unpadded image's pixels, and the size."""
+    crop_h, crop_w = op.size
+    left, top, right, bottom = op.padding
+    pad_x = left + np.maximum(crop_w - (width + left + right), 0) * op.pad_if_needed
+    pad_y = top + np.maximum(crop_h - (height + top + bottom), 0) * op.pad_if_needed
+    padded_w = width + left + right + 2 * (pad_x - left)
+    padded_h = height + top + bottom + 2 * (pad_y - top)
+    if (padded_w < crop_w).any() or (padded_h < crop_h).any():
+        raise DatasetError(
+            f"an image is smaller than RandomCrop({op.size}) "
+            "(pass pad_if_needed=True to pad it)"
+        )
+    y = np.floor(u[:, 0] * (padded_h - crop_h + 1))
+    x = np.floor(u[:, 1] * (padded_w - crop_w + 1))
+    return x - pad_x, y - pad_y, crop_w, crop_h
+
+
+def random_resized_crops(
+    op: RandomResizedCrop, width: np.ndarray, height: np.ndarray, u: np.ndarray
 ) -> np.ndarray:
-    """torchvision's `RandomResizedCrop.get_params`, ten tries at once for every sample."""
+    """torchvision's `RandomResizedCrop.get_params`, ten tries at once for every sample:
+    (left, top, right, bottom)."""
     area = (width * height)[:, None]
-    low, high = spec.scale
+    low, high = op.scale
     target = area * (low + (high - low) * u[:, _AREA : _AREA + _TRIES])
-    log_low, log_high = math.log(spec.ratio[0]), math.log(spec.ratio[1])
+    log_low, log_high = math.log(op.ratio[0]), math.log(op.ratio[1])
     aspect = np.exp(log_low + (log_high - log_low) * u[:, _RATIO : _RATIO + _TRIES])
     w = np.rint(np.sqrt(target * aspect))
     h = np.rint(np.sqrt(target / aspect))
@@ -116,25 +283,145 @@ def _random_resized_crops(
         mw, mh = width[missed], height[missed]
         in_ratio = mw / mh
         # At least one pixel: torchvision's own code would cut a 1x1 image to 0x1 here.
-        cw = np.maximum(np.where(in_ratio > spec.ratio[1], np.rint(mh * spec.ratio[1]), mw), 1)
-        ch = np.maximum(np.where(in_ratio < spec.ratio[0], np.rint(mw / spec.ratio[0]), mh), 1)
+        cw = np.maximum(np.where(in_ratio > op.ratio[1], np.rint(mh * op.ratio[1]), mw), 1)
+        ch = np.maximum(np.where(in_ratio < op.ratio[0], np.rint(mw / op.ratio[0]), mh), 1)
         w[missed], h[missed] = cw, ch
         top[missed] = (mh - ch) // 2
         left[missed] = (mw - cw) // 2
-    return np.stack([left, top, left + w, top + h], axis=1).astype(np.float32)
+    return np.stack([left, top, left + w, top + h], axis=1)
 
 
-def _eval_boxes(width: np.ndarray, height: np.ndarray, spec: LoaderSpec) -> np.ndarray:
-    """Shorter side to `resize_size`, then the centered `image_size` window, unrounded."""
-    scale = spec.resize_size / np.minimum(width, height)
-    out_h, out_w = spec.image_size
-    crop_w, crop_h = out_w / scale, out_h / scale
-    left, top = (width - crop_w) / 2, (height - crop_h) / 2
-    return np.stack([left, top, left + crop_w, top + crop_h], axis=1).astype(np.float32)
+def _warp(
+    plan: Plan, streams: _Streams, count: int, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The composed output-to-canvas maps (N, 3, 3) and, for a mirror alone, the flips."""
+    height, width = size
+    total = np.broadcast_to(np.eye(3), (count, 3, 3)).copy()
+    flips = np.zeros(count, dtype=np.int32)
+    for position, op in enumerate(plan.warps, start=len(plan.crops)):
+        step = np.broadcast_to(np.eye(3), (count, 3, 3)).copy()
+        if isinstance(op, Flip):
+            on = streams.active(position, op, op.p)
+            flips ^= on.astype(np.int32)
+            axis, extent = (0, width) if op.horizontal else (1, height)
+            step[on, axis, axis] = -1.0
+            step[on, axis, 2] = extent
+        elif isinstance(op, Affine):
+            on = streams.active(position, op)
+            inverse = affine_inverses(op, streams.uniforms(position, 6), width, height)
+            centered = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]])
+            back = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]])
+            step[on] = centered @ inverse[on] @ back
+        else:  # a crop after the turn: a shift of the output window
+            if isinstance(op, CenterCrop):
+                left = _center_offset(np.array([float(width)]), op.size[1])[0]
+                top = _center_offset(np.array([float(height)]), op.size[0])[0]
+                step[:, 0, 2], step[:, 1, 2] = left, top
+            else:
+                assert isinstance(op, RandomCrop)
+                ones = np.ones(count)
+                u = streams.uniforms(position, 2)
+                x, y, _, _ = random_crop_windows(op, width * ones, height * ones, u)
+                step[:, 0, 2], step[:, 1, 2] = x, y
+            height, width = op.size
+        total = total @ step
+    return total, flips
 
 
-def fields(spec: LoaderSpec) -> tuple[str, ...]:
-    """The parameters the spec uses, by `BatchParams` field: what the DALI graph is fed."""
-    if not spec.train:
-        return ("boxes",)
-    return ("boxes", "flips", "angles") if spec.rotate_degrees > 0 else ("boxes", "flips")
+def affine_inverses(op: Affine, u: np.ndarray, width: int, height: int) -> np.ndarray:
+    """torchvision's RandomAffine.get_params, then `_get_inverse_affine_matrix` about the
+    center (its coordinates: the origin at the image's center), (N, 3, 3)."""
+    count = len(u)
+    angle = op.degrees[0] + (op.degrees[1] - op.degrees[0]) * u[:, 0]
+    tx = ty = np.zeros(count)
+    if op.translate is not None:
+        max_dx, max_dy = op.translate[0] * width, op.translate[1] * height
+        tx = np.round(-max_dx + 2 * max_dx * u[:, 1])
+        ty = np.round(-max_dy + 2 * max_dy * u[:, 2])
+    scale = np.ones(count)
+    if op.scale is not None:
+        scale = op.scale[0] + (op.scale[1] - op.scale[0]) * u[:, 3]
+    shear_x = shear_y = np.zeros(count)
+    if op.shear is not None:
+        x0, x1, y0, y1 = op.shear
+        shear_x = x0 + (x1 - x0) * u[:, 4]
+        shear_y = y0 + (y1 - y0) * u[:, 5]
+    rot, sx, sy = np.radians(angle), np.radians(shear_x), np.radians(shear_y)
+    a = np.cos(rot - sy) / np.cos(sy)
+    b = -np.cos(rot - sy) * np.tan(sx) / np.cos(sy) - np.sin(rot)
+    c = np.sin(rot - sy) / np.cos(sy)
+    d = -np.sin(rot - sy) * np.tan(sx) / np.cos(sy) + np.cos(rot)
+    m = np.zeros((count, 3, 3))
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = d, -b, -c, a
+    m[:, :2, :2] /= scale[:, None, None]
+    m[:, 0, 2] = m[:, 0, 0] * -tx + m[:, 0, 1] * -ty
+    m[:, 1, 2] = m[:, 1, 0] * -tx + m[:, 1, 1] * -ty
+    m[:, 2, 2] = 1.0
+    return m
+
+
+def _enabled(op: ColorJitter) -> int:
+    return sum(r is not None for r in (op.brightness, op.contrast, op.saturation, op.hue))
+
+
+def _color(op: Op, streams: _Streams, position: int) -> dict[str, np.ndarray]:
+    count = len(streams.samples)
+    identity = np.broadcast_to(np.eye(3), (count, 3, 3)).copy()
+    if isinstance(op, Grayscale):
+        if op.channels == 1:
+            return {}
+        on = streams.active(position, op, op.p)
+        identity[on] = np.broadcast_to(GRAY, (3, 3))
+        return {"m0": identity}
+    if isinstance(op, GaussianBlur):
+        low, high = op.sigma
+        sigma = low + (high - low) * streams.uniforms(position, 1)[:, 0]
+        # a sigma far below a pixel: a kernel of one tap, no blur (the window stays static)
+        sigma[~streams.active(position, op)] = 1e-3
+        return {"sigma": sigma[:, None]}
+    assert isinstance(op, ColorJitter)
+    return jitter_params(op, streams.uniforms(position, 8), streams.active(position, op))
+
+
+def jitter_params(op: ColorJitter, u: np.ndarray, on: np.ndarray) -> dict[str, np.ndarray]:
+    """ColorJitter as steps x = clamp(M x + a * gray(x) + b * mean(gray(x))), one per enabled
+    property, in an order drawn per sample (torchvision's randperm) with their factors."""
+    count = len(u)
+    order = np.argsort(u[:, :4], axis=1)  # a uniform permutation of the four properties
+    ranges = (op.brightness, op.contrast, op.saturation, op.hue)
+    factors = np.stack(
+        [
+            (r[0] + (r[1] - r[0]) * u[:, 4 + k]) if r is not None else np.zeros(count)
+            for k, r in enumerate(ranges)
+        ],
+        axis=1,
+    )
+    out: dict[str, np.ndarray] = {}
+    enabled = [k for k, r in enumerate(ranges) if r is not None]
+    # per sample, the enabled properties in their drawn order
+    rank = np.argsort(order, axis=1)  # position of each property in the permutation
+    ordered = np.argsort(np.where(np.isin(np.arange(4), enabled), rank, 99), axis=1)
+    for j in range(len(enabled)):
+        which = ordered[:, j]
+        f = factors[np.arange(count), which]
+        m = np.broadcast_to(np.eye(3), (count, 3, 3)) * f[:, None, None]
+        a, b = np.zeros(count), np.zeros(count)
+        a[which == 2] = 1 - f[which == 2]  # saturation: toward the pixel's gray
+        b[which == 1] = 1 - f[which == 1]  # contrast: toward the image's mean gray
+        hue = which == 3
+        m = m.copy()
+        m[hue] = hue_matrices(f[hue])
+        m[~on], a[~on], b[~on] = np.eye(3), 0.0, 0.0
+        out[f"m{j}"], out[f"a{j}"], out[f"b{j}"] = m, a[:, None], b[:, None]
+    return out
+
+
+def hue_matrices(turns: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) RGB maps turning the hue by `turns` of a circle, in YIQ's chroma plane."""
+    angle = 2 * np.pi * turns
+    c, s = np.cos(angle), np.sin(angle)
+    rotation = np.zeros((len(turns), 3, 3))
+    rotation[:, 0, 0] = 1.0
+    rotation[:, 1, 1], rotation[:, 1, 2] = c, -s
+    rotation[:, 2, 1], rotation[:, 2, 2] = s, c
+    return np.asarray(np.linalg.inv(_YIQ) @ rotation @ _YIQ)

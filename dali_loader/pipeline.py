@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from nvidia.dali import fn, types
+from nvidia.dali import math as dmath
 from nvidia.dali.pipeline import Pipeline
 from PIL import Image, ImageOps
 from tqdm import tqdm
@@ -35,6 +36,8 @@ from . import params
 from .errors import BackendUnavailableError
 from .feed import InputKind
 from .imaging import rgb8
+from .ops import ColorJitter, GaussianBlur, Grayscale
+from .plan import Plan
 from .spec import LoaderSpec
 
 # Probe pipelines at once: each holds a decoder (on a GPU, its own memory), and decoding one
@@ -92,10 +95,22 @@ def define_pipeline(
             pipe.set_outputs(fn.cat(fn.cast(encoded.shape(), dtype=types.FLOAT), *flat), labels)
             return pipe  # (no "sizes": nothing is decoded)
         decoder = _MIXED_DECODER if device_id is not None else _CPU_DECODER
-        if spec.train:
-            images, mirror = _train_images(spec, encoded, drawn, decoder)
-        else:
-            images, mirror = _eval_images(spec, encoded, drawn["boxes"], decoder), 0
+        plan = spec.plan
+        images = _crop_stage(spec, encoded, drawn, decoder)
+        mirror: Any = 0
+        if plan.mirror_only and plan.warps:
+            mirror = drawn["flips"]
+        elif plan.warps:
+            images = fn.warp_affine(
+                images,
+                matrix=drawn["matrices"],
+                size=list(spec.image_size),
+                fill_value=plan.warp_fill,
+                interp_type=types.INTERP_LINEAR if plan.bilinear else types.INTERP_NN,
+                inverse_map=True,
+            )
+        if plan.colors:
+            images = _color_stage(plan, images, drawn, on_gpu=device_id is not None)
         images = fn.crop_mirror_normalize(
             images,
             dtype=_OUTPUT_DTYPES[spec.dtype],
@@ -111,9 +126,6 @@ def define_pipeline(
     return pipe
 
 
-_PARAM_DTYPES = {"boxes": types.FLOAT, "flips": types.INT32, "angles": types.FLOAT}
-
-
 def _read(spec: LoaderSpec, inputs: InputKind, source: Source) -> tuple[Any, Any, dict[str, Any]]:
     """The encoded files, int64 labels and augmentation parameters of a batch, as fed."""
     names = params.fields(spec)
@@ -123,7 +135,7 @@ def _read(spec: LoaderSpec, inputs: InputKind, source: Source) -> tuple[Any, Any
         num_outputs=len(files) + 1 + len(names),
         batch=True,
         no_copy=True,
-        dtype=[*files, types.INT64, *(_PARAM_DTYPES[name] for name in names)],
+        dtype=[*files, types.INT64, *(_param_dtype(name) for name in names)],
     )
     drawn = dict(zip(names, outputs[len(files) + 1 :], strict=True))
     labels = outputs[len(files)]
@@ -135,49 +147,94 @@ def _read(spec: LoaderSpec, inputs: InputKind, source: Source) -> tuple[Any, Any
     return fn.io.file.read(paths, dont_use_mmap=True), labels, drawn
 
 
-def _train_images(
-    spec: LoaderSpec, encoded: Any, drawn: dict[str, Any], decoder: dict[str, Any]
-) -> tuple[Any, Any]:
-    """The drawn window decoded alone (a region decode), resized; flipped, then turned.
+def _param_dtype(name: str) -> Any:
+    return types.INT32 if name == "flips" else types.FLOAT
 
-    The flip is applied last, by crop_mirror_normalize, so the turn goes the other way for a
-    flipped sample: flip then turn by a equals turn by -a then flip, torchvision's order.
-    """
+
+def _crop_stage(spec: LoaderSpec, encoded: Any, drawn: dict[str, Any], decoder: Any) -> Any:
+    """The source box onto its place in the canvas, uint8 HWC: the box decoded alone where it
+    is whole pixels (a region decode), else the whole image resized from the fractional box;
+    padded where the crops pad."""
+    plan = spec.plan
+    assert spec.crop_size is not None
     box = drawn["boxes"]
-    images = fn.decoders.image_slice(
-        encoded,
-        fn.stack(box[0], box[1]),  # anchor (x, y)
-        fn.stack(box[2] - box[0], box[3] - box[1]),  # shape (width, height)
+    inner = drawn.get("inner")
+    size = fn.stack(inner[2], inner[3]) if inner is not None else list(spec.crop_size)
+    if plan.region:
+        images = fn.decoders.image_slice(
+            encoded,
+            fn.stack(box[0], box[1]),  # anchor (x, y)
+            fn.stack(box[2] - box[0], box[3] - box[1]),  # shape (width, height)
+            normalized_anchor=False,
+            normalized_shape=False,
+            output_type=types.RGB,
+            **decoder,
+        )
+        if plan.resized:
+            images = fn.resize(images, size=size, antialias=True)
+    else:
+        images = fn.decoders.image(encoded, output_type=types.RGB, **decoder)
+        images = fn.resize(
+            images,
+            size=size,
+            roi_start=fn.stack(box[1], box[0]),  # (y, x): the tensor's own order
+            roi_end=fn.stack(box[3], box[2]),
+            roi_relative=False,
+            antialias=True,
+        )
+    if inner is None:
+        return images
+    return fn.slice(
+        images,
+        fn.stack(-inner[0], -inner[1]),
+        [float(side) for side in spec.crop_size],
+        axes=[0, 1],
         normalized_anchor=False,
         normalized_shape=False,
-        output_type=types.RGB,
-        **decoder,
+        out_of_bounds_policy="pad",
+        fill_values=list(plan.pad_fill),
     )
-    images = fn.resize(images, size=list(spec.image_size), antialias=True)
-    flips = drawn["flips"]
-    if spec.rotate_degrees > 0:
-        images = fn.rotate(
-            images,
-            angle=drawn["angles"] * fn.cast(1 - 2 * flips, dtype=types.FLOAT),
-            keep_size=True,
-            fill_value=0,
-            interp_type=types.INTERP_LINEAR,
-        )
-    return images, flips
 
 
-def _eval_images(spec: LoaderSpec, encoded: Any, box: Any, decoder: dict[str, Any]) -> Any:
-    """The drawn box (shorter side to `resize_size`, center `image_size`: fractional, nothing
-    rounded) resized from the whole decoded image in one pass."""
-    images = fn.decoders.image(encoded, output_type=types.RGB, **decoder)
-    return fn.resize(
-        images,
-        size=list(spec.image_size),
-        roi_start=fn.stack(box[1], box[0]),  # (y, x): the tensor's own order
-        roi_end=fn.stack(box[3], box[2]),
-        roi_relative=False,
-        antialias=True,
-    )
+_GRAY3 = np.broadcast_to(params.GRAY, (3, 3)).astype(np.float32).ravel().tolist()
+
+
+def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool) -> Any:
+    """The color ops in order on floats (0..255), rounded back to uint8 once: the fallback's
+    formulas (`fallback.augment`)."""
+
+    def device(node: Any) -> Any:  # per-sample weights, next to the images
+        return node.gpu() if on_gpu else node
+
+    x = fn.cast(images, dtype=types.FLOAT)
+    for k, op in enumerate(plan.colors):
+        if isinstance(op, ColorJitter):
+            for j in range(sum(r is not None for r in _jitter_ranges(op))):
+                terms = fn.coord_transform(x, M=drawn[f"c{k}.m{j}"])
+                gray = fn.coord_transform(x, M=_GRAY3)
+                if op.saturation is not None:
+                    terms = terms + device(drawn[f"c{k}.a{j}"]) * gray
+                if op.contrast is not None:
+                    mean = fn.reductions.mean(gray, axes=[0, 1], keep_dims=True)
+                    terms = terms + device(drawn[f"c{k}.b{j}"]) * mean
+                x = dmath.clamp(terms, 0.0, 255.0)
+        elif isinstance(op, Grayscale):
+            matrix = params.GRAY.astype(np.float32).tolist() if op.channels == 1 else None
+            x = fn.coord_transform(x, M=matrix if matrix else drawn[f"c{k}.m0"])
+        else:
+            assert isinstance(op, GaussianBlur)
+            kernel_x, kernel_y = op.kernel
+            x = fn.gaussian_blur(
+                fn.reshape(x, layout="HWC"),
+                window_size=[kernel_y, kernel_x],
+                sigma=drawn[f"c{k}.sigma"],
+                dtype=types.FLOAT,
+            )
+    return fn.reshape(fn.cast(x, dtype=types.UINT8), layout="HWC")
+
+
+def _jitter_ranges(op: ColorJitter) -> tuple[Any, ...]:
+    return op.brightness, op.contrast, op.saturation, op.hue
 
 
 PROBE_INPUT = "encoded"

@@ -6,13 +6,21 @@ neither torch nor DALI: it is plain data, validated once on creation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import operator
 from dataclasses import dataclass
-from typing import cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError
+from .ops import Op, keyword_ops
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .plan import Plan
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -31,10 +39,14 @@ EVAL_CROP_FRACTION = 0.875
 class LoaderSpec:
     """How a batch is made, identically on every backend.
 
-    Train: random-resized crop (torchvision's `scale` and `ratio`), horizontal flip with
-    `flip_prob`, rotation by an angle uniform in [-rotate_degrees, rotate_degrees] (bilinear,
-    corners filled with black), normalization with `mean`/`std` on the 0..1 scale.
+    `ops` is the augmentation, in order (`dali_loader.ops`). Left empty, the keyword recipe
+    makes it: Train: random-resized crop (torchvision's `scale` and `ratio`), horizontal flip
+    with `flip_prob`, rotation by an angle uniform in [-rotate_degrees, rotate_degrees]
+    (bilinear, corners filled with black), normalization with `mean`/`std` on the 0..1 scale.
     Eval: resize the shorter side to `resize_size`, center crop `image_size`, normalize.
+    Given, `image_size`, `mean` and `std` are what the ops make; where the size the crops make
+    depends on the images', `crop_size` is what the check found they all make
+    (`with_source_sizes`).
     Images decode to RGB with EXIF orientation applied, as an image viewer shows them.
     """
 
@@ -48,20 +60,102 @@ class LoaderSpec:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
     rotate_degrees: float = 0.0
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     dtype: str = "float32"
     channels_last: bool = False
     shard_id: int = 0
     num_shards: int = 1
+    ops: tuple[Op, ...] = ()
+    crop_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self._normalize_types()
+        if not self.ops:
+            self._check_recipe()
+            object.__setattr__(self, "ops", self._keyword_ops())
+        from .plan import plan_of, static_size
+
+        plan = plan_of(self.ops)
+        if self.crop_size is None:
+            object.__setattr__(self, "crop_size", static_size(plan.crops))
+        if self.crop_size is not None:
+            object.__setattr__(self, "image_size", _warped_size(plan, self.crop_size))
+        object.__setattr__(self, "mean", plan.mean)
+        object.__setattr__(self, "std", plan.std)
         _check(self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size}")
         _check(
             0 <= self.seed < SEED_LIMIT,
             f"seed must be an integer in [0, 2**63), got {self.seed}",
         )
+        _check(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        _check(
+            self.num_shards >= 1 and 0 <= self.shard_id < self.num_shards,
+            f"shard_id must be in [0, num_shards), got shard_id={self.shard_id} "
+            f"num_shards={self.num_shards}",
+        )
+
+    def _keyword_ops(self) -> tuple[Op, ...]:
+        return keyword_ops(
+            train=self.train,
+            image_size=self.image_size,
+            scale=self.scale,
+            ratio=self.ratio,
+            flip_prob=self.flip_prob,
+            rotate_degrees=self.rotate_degrees,
+            mean=self.mean,
+            std=self.std,
+            eval_crop_fraction=EVAL_CROP_FRACTION,
+        )
+
+    @property
+    def plan(self) -> Plan:
+        from .plan import plan_of
+
+        return plan_of(self.ops)
+
+    @property
+    def channels(self) -> int:
+        return self.plan.channels
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the output size is known (else `with_source_sizes` must tell it)."""
+        return self.crop_size is not None
+
+    def with_source_sizes(self, sizes: np.ndarray, names: Sequence[str]) -> LoaderSpec:
+        """This spec checked against the images' upright (width, height) `sizes` (named by
+        `names`), its output size found from them where the ops leave it to the images: one
+        size for all, else a ConfigError naming two images that would come out differently;
+        an image the ops cannot take (smaller than a RandomCrop) is named too."""
+        import numpy as np
+
+        from . import params
+        from .plan import output_size
+
+        unique, first = np.unique(np.asarray(sizes).reshape(-1, 2), axis=0, return_index=True)
+        outputs: dict[tuple[int, int], int] = {}
+        for (width, height), row in zip(unique.tolist(), first.tolist(), strict=True):
+            outputs.setdefault(output_size(self.plan.crops, (height, width)), row)
+        spec = self
+        if not self.resolved and len(outputs) > 1:
+            (a, row_a), (b, row_b) = list(outputs.items())[:2]
+            raise ConfigError(
+                f"the transform's output size depends on the image's: {names[row_a]} comes "
+                f"out {a[1]}x{a[0]}, {names[row_b]} {b[1]}x{b[0]} (width x height), and a "
+                "batch needs one size: end the geometry with a crop, or Resize((h, w))"
+            )
+        if not self.resolved and outputs:
+            spec = dataclasses.replace(self, crop_size=next(iter(outputs)))
+        for size, row in zip(unique, first.tolist(), strict=True):
+            try:
+                params.draw(spec, 0, np.array([row]), size[None])
+            except DatasetError as error:
+                raise DatasetError(f"{names[row]}: {error}") from None
+        return spec
+
+    def _check_recipe(self) -> None:
+        """The keyword recipe's values, checked before they become ops."""
         height, width = self.image_size
         _check(
             height > 0 and width > 0,
@@ -101,12 +195,6 @@ class LoaderSpec:
             f"mean and std are on the 0..1 pixel scale, got mean={self.mean!r} std={self.std!r}; "
             "divide 0..255 values by 255",
         )
-        _check(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        _check(
-            self.num_shards >= 1 and 0 <= self.shard_id < self.num_shards,
-            f"shard_id must be in [0, num_shards), got shard_id={self.shard_id} "
-            f"num_shards={self.num_shards}",
-        )
 
     def _normalize_types(self) -> None:
         """Integers, numbers and flags as Python's own types (numpy's are welcome), or a
@@ -132,21 +220,24 @@ class LoaderSpec:
             object.__setattr__(self, name, bool(value))
 
     @property
-    def resize_size(self) -> int:
-        """The shorter side before the eval center crop (256 for 224)."""
-        return int(max(self.image_size) / EVAL_CROP_FRACTION)
-
-    @property
-    def mean_255(self) -> tuple[float, float, float]:
+    def mean_255(self) -> tuple[float, ...]:
         """`mean` on the 0..255 scale that uint8 pixels use."""
-        r, g, b = (m * 255.0 for m in self.mean)
-        return r, g, b
+        return tuple(m * 255.0 for m in self.mean)
 
     @property
-    def std_255(self) -> tuple[float, float, float]:
+    def std_255(self) -> tuple[float, ...]:
         """`std` on the 0..255 scale that uint8 pixels use."""
-        r, g, b = (s * 255.0 for s in self.std)
-        return r, g, b
+        return tuple(s * 255.0 for s in self.std)
+
+
+def _warped_size(plan: Plan, size: tuple[int, int]) -> tuple[int, int]:
+    """The output size: the crops after a turn cut the canvas again."""
+    from .plan import CROPS
+
+    for op in plan.warps:
+        if isinstance(op, CROPS):
+            size = op.size
+    return size
 
 
 def _numpy_bool(value: object) -> bool:

@@ -1,205 +1,317 @@
-"""A torchvision transform pipeline, read as the loader's recipe it spells: `transform=`.
+"""A torchvision transform pipeline, compiled to the loader's ops: `transform=`.
 
-A training script keeps its Compose (torchvision's v1 or v2 classes) when the Compose is the
-recipe the loader runs on every backend:
-
-    train: RandomResizedCrop(size, scale, ratio), then RandomHorizontalFlip(p) and
-           RandomRotation(degrees) (either, both, in either order), to float, Normalize(mean, std)
-    eval:  Resize(s), CenterCrop(c) with s = int(c / 0.875) (256 for 224), to float, Normalize
-    to float: ToTensor(), or PILToTensor() + ConvertImageDtype(float), or ToImage() +
-              ToDtype(float, scale=True)
-
-Normalize may be left out (pixels on the 0..1 scale). Anything else is refused when the loader is
-created, naming the transform and listing what is taken: each backend compiles the recipe, it
-does not run the user's objects. Rotation is bilinear on every backend, whatever the
-interpolation asked (torchvision's default is nearest).
+A training script keeps its Compose (torchvision's v1 or v2 classes): each transform below
+becomes an op (`dali_loader.ops`) with torchvision's parameters, which every backend runs (the
+DALI graph on the GPU, the torchvision backend on the CPU) with the same drawn values. The
+user's objects are read, not called. Anything else is refused when the loader is created,
+naming it; `SUPPORTED` lists what is taken, README's table how.
 """
 
 from __future__ import annotations
 
+import numbers
+from dataclasses import dataclass, field
 from typing import Any
 
+from . import ops
 from .errors import ConfigError
-from .spec import EVAL_CROP_FRACTION
+from .plan import plan_of
 
 SUPPORTED = (
-    "RandomResizedCrop, RandomHorizontalFlip, RandomRotation (train); Resize + CenterCrop "
-    "(eval); ToTensor, PILToTensor + ConvertImageDtype, ToImage + ToDtype(scale=True); Normalize"
+    "RandomResizedCrop, RandomCrop, CenterCrop, Resize, RandomHorizontalFlip, "
+    "RandomVerticalFlip, RandomRotation, RandomAffine, ColorJitter, Grayscale, RandomGrayscale, "
+    "GaussianBlur, RandomApply (of these), ToTensor, PILToTensor, ToImage, ToDtype, "
+    "ConvertImageDtype, Normalize"
 )
 _FLOAT_DTYPES = {
     "torch.float32": "float32",
     "torch.float16": "float16",
     "torch.bfloat16": "bfloat16",
 }
+_MARKERS = ("ToTensor", "PILToTensor", "ToImage", "ToDtype", "ConvertImageDtype", "ToPILImage")
 
 
-def recipe_from(transform: object) -> dict[str, Any]:
-    """The `create_loader` keywords that `transform` spells, or a ConfigError saying why not."""
-    steps = _flatten(transform)
-    names = [type(step).__name__ for step in steps]
-    recipe: dict[str, Any] = {"flip_prob": 0.0, "rotate_degrees": 0.0}
-    rest = _geometry(steps, names, recipe)
-    rest = _augmentation(rest, recipe)
-    rest = _to_float(rest, recipe)
-    where = "after the conversion to float"
-    if rest and type(rest[0]).__name__ == "Normalize":
-        recipe["mean"], recipe["std"] = _channels(rest[0].mean), _channels(rest[0].std)
-        rest, where = rest[1:], "after Normalize"
-    else:
-        recipe["mean"], recipe["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    if rest:
-        raise _unsupported(rest[0], where)
-    return recipe
+@dataclass
+class Compiled:
+    """What a transform spells: the ops, and the dtype its conversion to float asks."""
+
+    ops: tuple[ops.Op, ...]
+    dtype: str
 
 
-def _flatten(transform: object) -> list[Any]:
-    if type(transform).__name__ == "Compose" and _is_torchvisions(transform):
-        return [step for inner in transform.transforms for step in _flatten(inner)]  # type: ignore[attr-defined]
-    if not _is_torchvisions(transform):
-        raise _unsupported(transform, "not one of torchvision's transforms")
-    return [transform]
+@dataclass
+class _Reader:
+    ops: list[ops.Op] = field(default_factory=list)
+    dtype: str | None = None
+    gates: int = 0
+
+    def read(self, step: object, gate: ops.Gate | None = None) -> None:
+        name = type(step).__name__
+        if name == "Compose" and _is_torchvisions(step):
+            for inner in step.transforms:  # type: ignore[attr-defined]
+                self.read(inner, gate)
+            return
+        if not _is_torchvisions(step):
+            raise _unsupported(step, "not one of torchvision's transforms")
+        if name == "RandomApply":
+            if gate is not None:
+                raise _unsupported(step, "a RandomApply inside another")
+            inner_gate = ops.Gate(self.gates, _probability(step.p, step))  # type: ignore[attr-defined]
+            self.gates += 1
+            for inner in step.transforms:  # type: ignore[attr-defined]
+                self.read(inner, inner_gate)
+            return
+        if name in _MARKERS:
+            self._convert(step, name)
+            return
+        reader = _READERS.get(name)
+        if reader is None:
+            raise _unsupported(step, "not taken")
+        op = reader(step)
+        if gate is not None:
+            op = _with_gate(op, gate)
+        self.ops.append(op)
+
+    def _convert(self, step: Any, name: str) -> None:
+        if name == "ToPILImage":
+            return  # a decoded image already is one
+        if name == "ToTensor":
+            self.dtype = "float32"
+        elif name in ("PILToTensor", "ToImage"):
+            self.dtype = self.dtype or "uint8"
+        else:
+            dtype = getattr(step, "dtype", None)
+            if isinstance(dtype, dict):  # v2: {tv_tensors.Image: dtype, ...}
+                dtype = next(iter(dtype.values()), None)
+            if str(dtype) not in _FLOAT_DTYPES or getattr(step, "scale", True) is not True:
+                raise _unsupported(
+                    step,
+                    "the loader delivers float images scaled to 0..1: "
+                    "ToDtype(torch.float32, scale=True)",
+                )
+            self.dtype = _FLOAT_DTYPES[str(dtype)]
+
+
+def compile_transform(transform: object) -> Compiled:
+    """The ops and dtype `transform` spells, or a ConfigError naming the step not taken."""
+    reader = _Reader()
+    reader.read(transform)
+    if reader.dtype in (None, "uint8"):
+        raise ConfigError(
+            "transform= never converts the images to float: end it with ToTensor() (or "
+            "ToImage() + ToDtype(torch.float32, scale=True)), then Normalize if you normalize: "
+            "the loader delivers float batches"
+        )
+    compiled = tuple(reader.ops)
+    plan_of(compiled)  # the order, the fills, the channels: refused here, naming the op
+    return Compiled(compiled, reader.dtype)
+
+
+def _with_gate(op: ops.Op, gate: ops.Gate) -> ops.Op:
+    from dataclasses import replace
+
+    return replace(op, gate=gate)
 
 
 def _is_torchvisions(step: object) -> bool:
     return type(step).__module__.startswith("torchvision.transforms")
 
 
-def _geometry(steps: list[Any], names: list[str], recipe: dict[str, Any]) -> list[Any]:
-    if names[:1] == ["RandomResizedCrop"]:
-        crop = steps[0]
-        _bilinear(crop, "RandomResizedCrop")
-        recipe.update(
-            train=True,
-            image_size=tuple(crop.size),
-            scale=tuple(crop.scale),
-            ratio=tuple(crop.ratio),
+def _size(value: Any, step: object) -> tuple[int, int]:
+    sizes = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or not all(_is_int(v) and v > 0 for v in sizes):
+        raise _unsupported(step, f"a size of {value!r}")
+    return int(sizes[0]), int(sizes[1])
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _range(value: Any) -> tuple[float, float]:
+    low, high = (float(v) for v in value)
+    return low, high
+
+
+def _probability(p: Any, step: object) -> float:
+    value = float(p)
+    if not 0.0 <= value <= 1.0:
+        raise _unsupported(step, f"p={p!r} is not a probability")
+    return value
+
+
+def _interpolation(step: Any) -> str:
+    mode = getattr(step, "interpolation", "bilinear")
+    value = getattr(mode, "value", mode)
+    return {2: "bilinear", 0: "nearest"}.get(value, str(value))  # PIL's constants, as given
+
+
+def _resampling(step: Any) -> None:
+    """Resizes are bilinear and antialiased on every backend."""
+    if _interpolation(step) != "bilinear" or getattr(step, "antialias", True) is False:
+        raise _unsupported(
+            step,
+            f"interpolation={_interpolation(step)}, antialias={getattr(step, 'antialias', None)}:"
+            " the loader resizes bilinear and antialiased",
         )
-        return steps[1:]
-    if names[:2] == ["Resize", "CenterCrop"]:
-        resize, center = steps[0], steps[1]
-        size = resize.size  # an int (the shorter side), or [int] in v2, or (h, w)
-        sizes = list(size) if isinstance(size, (list, tuple)) else [size]
-        shorter = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], int) else None
-        height, width = center.size
-        if (
-            shorter is None
-            or getattr(resize, "max_size", None) is not None
-            or shorter != int(max(height, width) / EVAL_CROP_FRACTION)
-        ):
-            raise ConfigError(
-                f"Resize({resize.size}) + CenterCrop({center.size}): the eval recipe taken is "
-                f"Resize(s) + CenterCrop(c) with s = int(c / {EVAL_CROP_FRACTION}) (256 for 224), "
-                "one int each; other sizes are not taken yet"
-            )
-        _bilinear(resize, "Resize")
-        recipe.update(train=False, image_size=(height, width))
-        return steps[2:]
-    raise _misplaced(
-        steps,
-        "starts with {found}: it must start with RandomResizedCrop (train) or Resize + "
-        "CenterCrop (eval), the crop that fixes the output size",
-    )
 
 
-def _augmentation(steps: list[Any], recipe: dict[str, Any]) -> list[Any]:
-    """RandomHorizontalFlip and RandomRotation, in either order (their angles are symmetric,
-    so flip-then-turn and turn-then-flip draw the same images)."""
-    seen: set[str] = set()
-    while steps and type(steps[0]).__name__ in ("RandomHorizontalFlip", "RandomRotation"):
-        step, name = steps[0], type(steps[0]).__name__
-        if not recipe["train"]:
-            raise _unsupported(step, "random in an eval pipeline")
-        if name in seen:  # two flips flip at another rate; two turns add their angles
-            raise _unsupported(step, f"a second {name}")
-        seen.add(name)
-        if name == "RandomHorizontalFlip":
-            recipe["flip_prob"] = float(step.p)
-        else:
-            low, high = (float(d) for d in step.degrees)
-            if low != -high or step.expand or step.center is not None or not _black(step.fill):
-                raise ConfigError(
-                    f"{step!r}: taken as RandomRotation(d) with the default center, expand=False "
-                    "and fill=0 (angles uniform in [-d, d])"
-                )
-            recipe["rotate_degrees"] = high
-        steps = steps[1:]
-    return steps
-
-
-def _to_float(steps: list[Any], recipe: dict[str, Any]) -> list[Any]:
-    names = [type(step).__name__ for step in steps[:2]]
-    if names[:1] == ["ToTensor"]:
-        recipe["dtype"] = "float32"
-        return steps[1:]
-    if names in (["PILToTensor", "ConvertImageDtype"], ["ToImage", "ToDtype"]):
-        convert = steps[1]
-        dtype = _FLOAT_DTYPES.get(str(convert.dtype))
-        if dtype is None or getattr(convert, "scale", True) is not True:
-            raise _unsupported(convert, "the loader delivers float images on the 0..1 scale")
-        recipe["dtype"] = dtype
-        return steps[2:]
-    raise _misplaced(
-        steps,
-        "has {found} where the pixels become floats: end the geometry with ToTensor() (or "
-        "ToImage() + ToDtype(torch.float32, scale=True)), then Normalize",
-    )
-
-
-def _black(fill: Any) -> bool:
-    """Whether a rotation's fill is black for images (v2's fill may be a dict by type)."""
+def _fill(fill: Any, step: object) -> tuple[float, float, float]:
+    """An image fill as three values (v2's fill may be a dict by type; None is black)."""
     if isinstance(fill, dict):
-        from PIL import Image
-
-        image_keys = [k for k in fill if getattr(k, "__name__", "") == "Image"]
-        for key in [*image_keys, Image.Image, "others"]:
-            if key in fill:
-                return _black(fill[key])
-        return True  # no entry for images: they are filled with 0
-    values = fill if isinstance(fill, (list, tuple)) else [fill]
-    return all(value is None or value == 0 for value in values)
-
-
-def _bilinear(step: Any, name: str) -> None:
-    from torchvision.transforms import InterpolationMode
-
-    mode = getattr(step, "interpolation", InterpolationMode.BILINEAR)
-    # v1 keeps an InterpolationMode; v2 its value ("bilinear"), or PIL's constant 2 as given
-    v2 = ".v2." in type(step).__module__
-    bilinear = (InterpolationMode.BILINEAR, *((InterpolationMode.BILINEAR.value, 2) if v2 else ()))
-    if mode not in bilinear or getattr(step, "antialias", True) is False:
-        raise ConfigError(
-            f"{name} with interpolation={mode}, antialias={getattr(step, 'antialias', None)}: "
-            "the loader resizes bilinear and antialiased on every backend"
-        )
+        image_keys = [k for k in fill if getattr(k, "__name__", "") in ("Image", "Tensor")]
+        keys = [*image_keys, "others"]
+        fill = next((fill[k] for k in keys if k in fill), None)
+    if fill is None:
+        return 0.0, 0.0, 0.0
+    values = [float(v) for v in (fill if isinstance(fill, (list, tuple)) else [fill])]
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise _unsupported(step, f"fill={fill!r}: one value or one per RGB channel, 0..255")
+    return values[0], values[1], values[2]
 
 
-def _channels(values: Any) -> tuple[float, float, float]:
-    """Normalize's mean or std for the 3 channels; one value is every channel's, as in torch."""
-    listed = values.tolist() if hasattr(values, "tolist") else values
-    items = listed if isinstance(listed, (list, tuple)) else [listed]
-    if len(items) == 1:
-        items = list(items) * 3
-    try:
-        first, second, third = (float(v) for v in items)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"Normalize needs one value, or one per RGB channel, got {values!r}"
-        ) from None
-    return first, second, third
+def _one_fill(fill: Any, step: object) -> float:
+    values = set(_fill(fill, step))
+    if len(values) != 1:
+        raise _unsupported(step, f"fill={fill!r}: a turn fills every channel with one value")
+    return values.pop()
 
 
-def _misplaced(steps: list[Any], what: str) -> ConfigError:
-    """The step (or the end, "nothing") found where the recipe needs another: `what` says so,
-    with {found} for its name."""
-    found = type(steps[0]).__name__ if steps else "nothing"
-    return ConfigError(
-        f"transform= {what.format(found=found)}. Taken: {SUPPORTED}. "
-        "Or pass the recipe as keywords."
+def _padding(value: Any, step: object) -> tuple[int, int, int, int]:
+    if value is None:
+        return 0, 0, 0, 0
+    sides = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not all(_is_int(v) and v >= 0 for v in sides) or len(sides) not in (1, 2, 4):
+        raise _unsupported(step, f"padding={value!r}")
+    if len(sides) == 1:
+        sides *= 4
+    elif len(sides) == 2:
+        sides = [sides[0], sides[1], sides[0], sides[1]]
+    left, top, right, bottom = (int(v) for v in sides)
+    return left, top, right, bottom
+
+
+def _random_crop(step: Any) -> ops.Op:
+    mode = getattr(step, "padding_mode", "constant")
+    if mode != "constant":
+        raise _unsupported(step, f"padding_mode={mode!r}: only 'constant' is taken")
+    size = _size(step.size, step)
+    padding = _padding(step.padding, step)
+    height, width = size
+    if max(padding[0], padding[2]) >= width or max(padding[1], padding[3]) >= height:
+        raise _unsupported(step, f"padding {padding} as large as the crop {size}")
+    fill = tuple(int(v) for v in _fill(step.fill, step))
+    return ops.RandomCrop(size, padding, bool(step.pad_if_needed), (fill[0], fill[1], fill[2]))
+
+
+def _resize(step: Any) -> ops.Op:
+    _resampling(step)
+    size = step.size
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+    if size is None or not sizes or len(sizes) > 2 or not all(_is_int(v) and v > 0 for v in sizes):
+        raise _unsupported(step, f"size={size!r}: an int (the shorter side) or (height, width)")
+    max_size = getattr(step, "max_size", None)
+    if max_size is not None and (len(sizes) == 2 or max_size <= sizes[0]):
+        raise _unsupported(step, f"max_size={max_size!r} with size={size!r}")
+    return ops.Resize(tuple(int(v) for v in sizes), max_size)
+
+
+def _rotation(step: Any) -> ops.Op:
+    if step.expand or step.center is not None:
+        raise _unsupported(step, "expand=True or a center: the default center, expand=False")
+    low, high = _range(step.degrees)
+    return ops.Affine(
+        (-high, -low),  # counter-clockwise, as an affine's clockwise angle
+        bilinear=_warp_interpolation(step),
+        fill=_one_fill(step.fill, step),
     )
+
+
+def _affine(step: Any) -> ops.Op:
+    if getattr(step, "center", None) is not None:
+        raise _unsupported(step, "a center: the default (the image's) is taken")
+    shear = None
+    if step.shear is not None:
+        values = [float(v) for v in step.shear]
+        shear = (values[0], values[1], *(values[2:4] if len(values) == 4 else (0.0, 0.0)))
+    return ops.Affine(
+        _range(step.degrees),
+        translate=_range(step.translate) if step.translate is not None else None,
+        scale=_range(step.scale) if step.scale is not None else None,
+        shear=shear,  # type: ignore[arg-type]
+        bilinear=_warp_interpolation(step),
+        fill=_one_fill(step.fill, step),
+    )
+
+
+def _warp_interpolation(step: Any) -> bool:
+    mode = _interpolation(step)
+    if mode not in ("nearest", "bilinear"):
+        raise _unsupported(step, f"interpolation={mode}: nearest or bilinear")
+    return mode == "bilinear"
+
+
+def _jitter(step: Any) -> ops.Op:
+    def factor(value: Any, identity: float) -> tuple[float, float] | None:
+        if value is None:
+            return None
+        low, high = _range(value)
+        return None if low == high == identity else (low, high)
+
+    return ops.ColorJitter(
+        brightness=factor(step.brightness, 1.0),
+        contrast=factor(step.contrast, 1.0),
+        saturation=factor(step.saturation, 1.0),
+        hue=factor(step.hue, 0.0),
+    )
+
+
+def _blur(step: Any) -> ops.Op:
+    kernel = tuple(int(v) for v in step.kernel_size)
+    if len(kernel) == 1:
+        kernel *= 2
+    return ops.GaussianBlur((kernel[0], kernel[1]), _range(step.sigma))
+
+
+def _normalize(step: Any) -> ops.Op:
+    def values(raw: Any) -> tuple[float, ...]:
+        listed = raw.tolist() if hasattr(raw, "tolist") else raw
+        items = listed if isinstance(listed, (list, tuple)) else [listed]
+        return tuple(float(v) for v in items)
+
+    mean, std = values(step.mean), values(step.std)
+    if len(mean) != len(std) or not all(s > 0 for s in std):
+        raise _unsupported(step, f"mean={step.mean!r}, std={step.std!r}")
+    return ops.Normalize(mean, std)
+
+
+_READERS: dict[str, Any] = {
+    "RandomResizedCrop": lambda s: (
+        _resampling(s),
+        ops.RandomResizedCrop(_size(s.size, s), _range(s.scale), _range(s.ratio)),
+    )[1],
+    "RandomCrop": _random_crop,
+    "CenterCrop": lambda s: ops.CenterCrop(_size(s.size, s)),
+    "Resize": _resize,
+    "RandomHorizontalFlip": lambda s: ops.Flip(True, _probability(s.p, s)),
+    "RandomVerticalFlip": lambda s: ops.Flip(False, _probability(s.p, s)),
+    "RandomRotation": _rotation,
+    "RandomAffine": _affine,
+    "ColorJitter": _jitter,
+    "Grayscale": lambda s: ops.Grayscale(int(s.num_output_channels)),
+    "RandomGrayscale": lambda s: ops.Grayscale(3, _probability(s.p, s)),
+    "GaussianBlur": _blur,
+    "Normalize": _normalize,
+}
 
 
 def _unsupported(step: object, why: str) -> ConfigError:
     return ConfigError(
         f"transform= cannot take {type(step).__name__} ({why}). Taken: {SUPPORTED}. "
-        "Pass the recipe as keywords instead, or use torchvision's DataLoader for this pipeline"
+        "Pass backend='torchvision', as_is=True to run the Compose itself per sample, or "
+        "use torchvision's DataLoader for this pipeline"
     )

@@ -1,4 +1,5 @@
-"""Decode one file and apply its `SampleParams`: uint8 (3, H, W) out, normalized later per batch.
+"""Decode one file and apply its drawn parameters, stage by stage (`dali_loader.plan`):
+uint8 (C, H, W) out, normalized later per batch.
 
 What each step costs shaped this module (measured per step, one core: benchmarks/README.md,
 "Per-step costs behind the torchvision backend"):
@@ -8,16 +9,17 @@ What each step costs shaped this module (measured per step, one core: benchmarks
   format and mode and applies EXIF orientation. libjpeg's reduced DCT scales are not used: their
   pixels are not DALI's, and the backends give the same pixels for the same seed.
 - crop + resize: torch's uint8 antialiased resize (faster than PIL's).
-- rotation: one `grid_sample` as the step after the resize. Resize and rotation stay two
-  passes: one bilinear warp from the crop skips the antialiasing a downscale needs.
-Eval resizes a fractional box with PIL: the exact geometry of the DALI graph.
+- flips, turns, affines: one `grid_sample` after the resize, with DALI's `warp_affine` border
+  (taps outside the canvas are the fill). Resize and warp stay two passes: one bilinear warp
+  from the crop skips the antialiasing a downscale needs.
+- a fractional box (a crop after a resize) is resized with PIL: the exact geometry of the DALI
+  graph.
+- colors: float math per pixel, the DALI graph's formulas, rounded once.
 """
 
 from __future__ import annotations
 
-import functools
 import io
-import math
 import os
 from typing import Any
 
@@ -30,6 +32,9 @@ from torchvision.transforms import InterpolationMode
 
 from dali_loader.errors import DatasetError
 from dali_loader.imaging import rgb8
+from dali_loader.ops import ColorJitter, GaussianBlur, Grayscale
+from dali_loader.params import GRAY
+from dali_loader.plan import Plan
 from dali_loader.spec import LoaderSpec
 
 try:
@@ -37,36 +42,68 @@ try:
 except ImportError:  # installed with DALI; without it, decode whole images
     nvimgcodec = None
 
-from dali_loader.params import SampleParams
-
 _EXIF_ORIENTATION = 0x0112
 
 
 def load_sample(
-    encoded: bytes, spec: LoaderSpec, params: SampleParams, size: tuple[int, int]
+    encoded: bytes, spec: LoaderSpec, params: dict[str, np.ndarray], size: tuple[int, int]
 ) -> torch.Tensor:
-    """The sample encoded in `encoded` (a whole image file) cut to `params.box`, resized and
-    flipped, as uint8 (3, H, W); the turn by `params.angle` comes after (`rotate`). `size` is
-    the upright (width, height) the box was drawn for: a file of another size changed since
-    the check, and is refused rather than cut wrong."""
+    """The sample encoded in `encoded` (a whole image file) through the spec's stages
+    (`dali_loader.plan`) with its drawn `params`, as uint8 (C, H, W). `size` is the upright
+    (width, height) the parameters were drawn for: a file of another size changed since the
+    check, and is refused rather than cut wrong."""
+    plan = spec.plan
+    canvas = _crop_stage(encoded, spec, params, size)
+    if plan.warps:
+        canvas = _warp(canvas, spec, params)
+    if plan.colors:
+        canvas = _colors(canvas, plan, params)
+    return canvas
+
+
+def _crop_stage(
+    encoded: bytes, spec: LoaderSpec, params: dict[str, np.ndarray], size: tuple[int, int]
+) -> torch.Tensor:
+    """The source box, resized onto its place in the canvas, the rest padding: uint8 (3, h, w)."""
+    plan = spec.plan
+    assert spec.crop_size is not None
+    inner = params["inner"] if plan.padded else None
+    target = (int(inner[2]), int(inner[3])) if inner is not None else spec.crop_size
+    box = tuple(float(v) for v in params["boxes"])
+    whole = (int(box[0]), int(box[1]), int(box[2]), int(box[3]))  # whole pixels: drawn so
     with Image.open(io.BytesIO(encoded)) as image:
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-        if not (image.format == "JPEG" and image.mode == "RGB" and orientation == 1):
+        crop: torch.Tensor | None = None
+        if image.format == "JPEG" and image.mode == "RGB" and orientation == 1:
+            _same_size(image.size, size)
+            if plan.region:
+                crop = _decode_jpeg_region(encoded, whole)  # the region alone
+            upright = image
+        else:
             # Decoded whole and upright first (PIL turns some formats itself, TIFF, so the
             # header's size cannot say which way up the pixels are).
             upright = _to_rgb(image, orientation)
             _same_size(upright.size, size)
-            if not spec.train:
-                return _eval(upright, params.box, spec)
-            return _train(upright, params, spec)
-        _same_size(image.size, size)
-        if not spec.train:
-            return _eval(_to_rgb(image, 1), params.box, spec)
-        left, top, right, bottom = (int(v) for v in params.box)
-        crop = _decode_jpeg_region(encoded, (left, top, right, bottom))  # the region alone
-        if crop is not None:
-            return _finish(crop.permute(2, 0, 1), params, spec)
-        return _train(_to_rgb(image, 1), params, spec)
+        if crop is None:
+            upright = _to_rgb(upright, 1)
+            if plan.region:
+                crop = torch.from_numpy(np.array(upright.crop(whole)))
+            else:  # a fractional box: resized from the whole image, the DALI graph's geometry
+                height, width = target
+                resized = upright.resize((width, height), Image.Resampling.BILINEAR, box=box)
+                crop = torch.from_numpy(np.array(resized))
+    pixels = crop.permute(2, 0, 1)
+    if plan.region and plan.resized:
+        pixels = F.resize(
+            pixels, list(target), interpolation=InterpolationMode.BILINEAR, antialias=True
+        )
+    if inner is None:
+        return torch.as_tensor(pixels)
+    canvas = torch.tensor(plan.pad_fill, dtype=torch.uint8).view(3, 1, 1)
+    canvas = canvas.expand(3, *spec.crop_size).clone()
+    top, left = int(inner[0]), int(inner[1])
+    canvas[:, top : top + target[0], left : left + target[1]] = pixels
+    return canvas
 
 
 def _same_size(found: tuple[int, int], recorded: tuple[int, int]) -> None:
@@ -125,50 +162,52 @@ def _to_rgb(image: Image.Image, orientation: int) -> Image.Image:
     return rgb8(image)
 
 
-def _train(image: Image.Image, params: SampleParams, spec: LoaderSpec) -> torch.Tensor:
-    left, top, right, bottom = (int(v) for v in params.box)  # whole pixels: drawn so
-    box = (left, top, right, bottom)
-    return _finish(torch.from_numpy(np.array(image.crop(box))).permute(2, 0, 1), params, spec)
-
-
-def _finish(crop: torch.Tensor, params: SampleParams, spec: LoaderSpec) -> torch.Tensor:
-    """Resize the uint8 (3, h, w) crop to the output size (antialiased) and flip it."""
-    out = F.resize(
-        crop, list(spec.image_size), interpolation=InterpolationMode.BILINEAR, antialias=True
-    )
-    return torch.as_tensor(out.flip(-1) if params.flip else out)
-
-
-def rotate(pixels: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Turn float (3, H, W) pixels counter-clockwise about the center, bilinear, black corners.
-
-    torchvision's `rotate` on uint8 gives the same pixels (within rounding) in twice the time:
-    it converts to float and back, and builds its sampling grid with a batched matmul. Here the
-    grid is two broadcast sums of a row and a column, not full-size terms.
-    """
-    _, height, width = pixels.shape
-    xs, ys = _unit_coordinates(height, width)
-    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-    grid = torch.empty(1, height, width, 2)
-    torch.add((xs * c)[None, :], (ys * (-s * height / width))[:, None], out=grid[0, ..., 0])
-    torch.add((xs * (s * width / height))[None, :], (ys * c)[:, None], out=grid[0, ..., 1])
-    turned = torch.nn.functional.grid_sample(
-        pixels[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
-    )
-    return turned[0]
-
-
-@functools.cache
-def _unit_coordinates(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel centers along x and along y in grid_sample's [-1, 1] coordinates."""
-    xs = (torch.arange(width, dtype=torch.float32) + 0.5) * 2 / width - 1
-    ys = (torch.arange(height, dtype=torch.float32) + 0.5) * 2 / height - 1
-    return xs, ys
-
-
-def _eval(
-    image: Image.Image, box: tuple[float, float, float, float], spec: LoaderSpec
-) -> torch.Tensor:
+def _warp(canvas: torch.Tensor, spec: LoaderSpec, params: dict[str, np.ndarray]) -> torch.Tensor:
+    """The flips, turns and later crops: a mirror, or one affine resampling of the canvas as
+    DALI's `warp_affine` does it (outside the canvas, every tap is the fill)."""
+    plan = spec.plan
+    if plan.mirror_only:
+        return canvas.flip(-1) if params["flips"] else canvas
+    matrix = params["matrices"].astype(np.float64)
+    _, height, width = canvas.shape
     out_h, out_w = spec.image_size
-    resized = image.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box)
-    return torch.from_numpy(np.array(resized)).permute(2, 0, 1)
+    xs = torch.arange(out_w, dtype=torch.float64) + 0.5  # pixel centers, corner coordinates
+    ys = torch.arange(out_h, dtype=torch.float64) + 0.5
+    grid = torch.empty(1, out_h, out_w, 2, dtype=torch.float64)
+    (a, b, c), (d, e, f) = matrix.tolist()
+    grid[0, ..., 0] = ((a * xs)[None, :] + (b * ys + c)[:, None]) * (2 / width) - 1
+    grid[0, ..., 1] = ((d * xs)[None, :] + (e * ys + f)[:, None]) * (2 / height) - 1
+    mode = "bilinear" if plan.bilinear else "nearest"
+    grid32 = grid.float()
+    out = torch.nn.functional.grid_sample(
+        canvas.float()[None], grid32, mode=mode, padding_mode="zeros", align_corners=False
+    )[0]
+    if plan.warp_fill:
+        inside = torch.nn.functional.grid_sample(
+            torch.ones(1, 1, height, width), grid32, mode=mode, align_corners=False
+        )[0]
+        out += plan.warp_fill * (1 - inside)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> torch.Tensor:
+    """The color ops in order, on floats (0..255), rounded once at the end."""
+    x = canvas.float()
+    gray = torch.tensor(GRAY, dtype=torch.float32)
+    for k, op in enumerate(plan.colors):
+        if isinstance(op, ColorJitter):
+            for j in range(sum(f"c{k}.m{j}" in params for j in range(4))):
+                m = torch.from_numpy(params[f"c{k}.m{j}"])
+                g = torch.einsum("c,chw->hw", gray, x)[None]
+                a, b = float(params[f"c{k}.a{j}"][0]), float(params[f"c{k}.b{j}"][0])
+                x = (torch.einsum("ij,jhw->ihw", m, x) + a * g + b * g.mean()).clamp_(0, 255)
+        elif isinstance(op, Grayscale):
+            if op.channels == 1:
+                x = torch.einsum("c,chw->hw", gray, x)[None]
+            else:
+                x = torch.einsum("ij,jhw->ihw", torch.from_numpy(params[f"c{k}.m0"]), x)
+        else:
+            assert isinstance(op, GaussianBlur)
+            sigma = float(params[f"c{k}.sigma"][0])
+            x = F.gaussian_blur(x, kernel_size=list(op.kernel), sigma=[sigma, sigma])
+    return x.round_().clamp_(0, 255).to(torch.uint8)

@@ -3,7 +3,7 @@
 Each batch's augmentation parameters are drawn by `dali_loader.params` from (seed, epoch, sample
 index) alone, as the DALI feed draws them: a sample's augmentation does not depend on the
 backend, on which worker made it or on how many there are.
-Workers write uint8 (rotated samples rounded back to whole pixel values), a quarter of the bytes
+Workers write uint8 (warped and colored samples rounded back to whole pixel values), a quarter of the bytes
 of float32, into the slot their request names and hand back only the slot's number; the loader
 normalizes the whole batch once, on its device.
 """
@@ -21,13 +21,13 @@ from dali_loader.errors import DatasetError
 from dali_loader.spec import LoaderSpec
 from dali_loader.storage import SampleReader
 
-from .augment import load_sample, rotate
+from .augment import load_sample
 
 BatchRequest = tuple[int, np.ndarray, int]  # (epoch, sample indices, slot to write)
 
 
 class BatchDataset(Dataset[int]):
-    """Batches of augmented samples, written into `slots` (uint8 (S, N, 3, H, W))."""
+    """Batches of augmented samples, written into `slots` (uint8 (S, N, C, H, W))."""
 
     def __init__(
         self, reader: SampleReader, spec: LoaderSpec, sizes: np.ndarray, slots: torch.Tensor
@@ -49,6 +49,5 @@ class BatchDataset(Dataset[int]):
             except (OSError, DatasetError) as error:  # name the file: nothing else would
                 path = os.fsdecode(bytes(self.reader.paths[index]))
                 raise type(error)(f"{path}: {error}") from error
-            angle = drawn[row].angle
-            images[row] = rotate(sample.float(), angle).round_().clamp_(0, 255) if angle else sample
+            images[row] = sample
         return slot

@@ -66,7 +66,7 @@ class TorchvisionLoader(BaseLoader):
         index = checked.index
         self._slots = shared_slots(
             slot_count(num_workers, prefetch_factor),
-            (spec.batch_size, 3, *spec.image_size),
+            (spec.batch_size, spec.channels, *spec.image_size),
             shared=num_workers > 0,
         )
         self._requests = _EpochRequests()
@@ -80,7 +80,7 @@ class TorchvisionLoader(BaseLoader):
             worker_init_fn=_trust_the_check,
         )
         self._outputs = ReusedBatches()
-        shape = (1, 3, 1, 1)
+        shape = (1, spec.channels, 1, 1)
         self._mean = torch.tensor(spec.mean_255, device=device).view(shape)
         self._inv_std = (1.0 / torch.tensor(spec.std_255, device=device)).view(shape)
         self._scale = (1.0 / np.array(spec.std_255, np.float32)).reshape(shape)
@@ -95,7 +95,7 @@ class TorchvisionLoader(BaseLoader):
             yield images, labels.to(self.device, non_blocking=True)
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 3, H, W) in a slot -> normalized, in the spec's dtype and memory format."""
+        """uint8 (N, C, H, W) in a slot -> normalized, in the spec's dtype and memory format."""
         if self.device.type == "cpu":
             out = self._normalize_on_host(images.numpy())
         else:

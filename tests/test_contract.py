@@ -243,7 +243,8 @@ def test_flips_happen_with_flip_prob_as_drawn(
     )
     images, _ = next(iter(loader))
     left_white = (images[:, :, :, :10].float().mean(dim=(1, 2, 3)) > 0.5).cpu().numpy()
-    drawn = draw(loader.spec, 0, np.arange(12), np.array([[40, 20]] * 12)).flips.astype(bool)
+    arrays = draw(loader.spec, 0, np.arange(12), np.array([[40, 20]] * 12)).arrays
+    drawn = arrays.get("flips", np.zeros(12)).astype(bool)  # flip_prob=0: no flip at all
     assert (left_white == drawn).all()
     if flip_prob in (0.0, 1.0):
         assert left_white.all() == bool(flip_prob) and left_white.any() == bool(flip_prob)
