@@ -16,8 +16,8 @@ are composed per sample:
 - "flips" (N,) for a mirror alone, else "matrices" (N, 2, 3): the output-to-canvas map,
   in pixel-corner coordinates;
 - per color op k: "c{k}.m{j}" (N, 3, 3) channel matrices, "c{k}.a{j}" and "c{k}.b{j}" (N, 1)
-  weights of the pixel's gray and the image's mean gray (ColorJitter's blends), "c{k}.sigma"
-  (N, 1) for a blur.
+  weights of the pixel's gray and the image's mean gray (ColorJitter's blends, where saturation
+  and contrast are enabled), "c{k}.sigma" (N, 1) for a blur.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def fields(spec: LoaderSpec) -> tuple[str, ...]:
 
 def _color_fields(op: Op) -> list[str]:
     if isinstance(op, ColorJitter):
-        return [f"{kind}{j}" for j in range(_enabled(op)) for kind in "mab"]
+        kinds = "m" + "a" * (op.saturation is not None) + "b" * (op.contrast is not None)
+        return [f"{kind}{j}" for j in range(_enabled(op)) for kind in kinds]
     if isinstance(op, Grayscale):
         return ["m0"] if op.channels == 3 else []
     return ["sigma"]
@@ -328,15 +329,27 @@ def _warp(
     return total, flips
 
 
-def affine_inverses(op: Affine, u: np.ndarray, width: int, height: int) -> np.ndarray:
-    """torchvision's RandomAffine.get_params, then `_get_inverse_affine_matrix` about the
-    center (its coordinates: the origin at the image's center), (N, 3, 3)."""
+@dataclass(frozen=True)
+class AffineDraws:
+    """RandomAffine.get_params's values per sample: degrees (clockwise), whole-pixel
+    translations, scale, shears in degrees."""
+
+    angle: np.ndarray
+    translate_x: np.ndarray
+    translate_y: np.ndarray
+    scale: np.ndarray
+    shear_x: np.ndarray
+    shear_y: np.ndarray
+
+
+def affine_draws(op: Affine, u: np.ndarray, width: int, height: int) -> AffineDraws:
+    """torchvision's RandomAffine.get_params for each row of `u` (6 uniforms)."""
     count = len(u)
     angle = op.degrees[0] + (op.degrees[1] - op.degrees[0]) * u[:, 0]
     tx = ty = np.zeros(count)
     if op.translate is not None:
         max_dx, max_dy = op.translate[0] * width, op.translate[1] * height
-        tx = np.round(-max_dx + 2 * max_dx * u[:, 1])
+        tx = np.round(-max_dx + 2 * max_dx * u[:, 1])  # Python's round: half to even
         ty = np.round(-max_dy + 2 * max_dy * u[:, 2])
     scale = np.ones(count)
     if op.scale is not None:
@@ -346,14 +359,23 @@ def affine_inverses(op: Affine, u: np.ndarray, width: int, height: int) -> np.nd
         x0, x1, y0, y1 = op.shear
         shear_x = x0 + (x1 - x0) * u[:, 4]
         shear_y = y0 + (y1 - y0) * u[:, 5]
-    rot, sx, sy = np.radians(angle), np.radians(shear_x), np.radians(shear_y)
+    return AffineDraws(angle, tx, ty, scale, shear_x, shear_y)
+
+
+def affine_inverses(op: Affine, u: np.ndarray, width: int, height: int) -> np.ndarray:
+    """torchvision's `_get_inverse_affine_matrix` of the drawn values, about the center (its
+    coordinates: the origin at the image's center), (N, 3, 3)."""
+    drawn = affine_draws(op, u, width, height)
+    count = len(u)
+    rot, sx, sy = (np.radians(v) for v in (drawn.angle, drawn.shear_x, drawn.shear_y))
     a = np.cos(rot - sy) / np.cos(sy)
     b = -np.cos(rot - sy) * np.tan(sx) / np.cos(sy) - np.sin(rot)
     c = np.sin(rot - sy) / np.cos(sy)
     d = -np.sin(rot - sy) * np.tan(sx) / np.cos(sy) + np.cos(rot)
     m = np.zeros((count, 3, 3))
     m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = d, -b, -c, a
-    m[:, :2, :2] /= scale[:, None, None]
+    m[:, :2, :2] /= drawn.scale[:, None, None]
+    tx, ty = drawn.translate_x, drawn.translate_y
     m[:, 0, 2] = m[:, 0, 0] * -tx + m[:, 0, 1] * -ty
     m[:, 1, 2] = m[:, 1, 0] * -tx + m[:, 1, 1] * -ty
     m[:, 2, 2] = 1.0
@@ -412,7 +434,11 @@ def jitter_params(op: ColorJitter, u: np.ndarray, on: np.ndarray) -> dict[str, n
         m = m.copy()
         m[hue] = hue_matrices(f[hue])
         m[~on], a[~on], b[~on] = np.eye(3), 0.0, 0.0
-        out[f"m{j}"], out[f"a{j}"], out[f"b{j}"] = m, a[:, None], b[:, None]
+        out[f"m{j}"] = m
+        if op.saturation is not None:
+            out[f"a{j}"] = a[:, None]
+        if op.contrast is not None:
+            out[f"b{j}"] = b[:, None]
     return out
 
 

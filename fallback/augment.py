@@ -199,7 +199,8 @@ def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> 
             for j in range(sum(f"c{k}.m{j}" in params for j in range(4))):
                 m = torch.from_numpy(params[f"c{k}.m{j}"])
                 g = torch.einsum("c,chw->hw", gray, x)[None]
-                a, b = float(params[f"c{k}.a{j}"][0]), float(params[f"c{k}.b{j}"][0])
+                a = float(params.get(f"c{k}.a{j}", [0.0])[0])
+                b = float(params.get(f"c{k}.b{j}", [0.0])[0])
                 x = (torch.einsum("ij,jhw->ihw", m, x) + a * g + b * g.mean()).clamp_(0, 255)
         elif isinstance(op, Grayscale):
             if op.channels == 1:

@@ -21,24 +21,62 @@ import numpy as np
 import pytest
 import torch
 
-from dali_loader import BackendUnavailableError, create_loader, params, pipeline
+from dali_loader import BackendUnavailableError, create_loader, ops, params, pipeline
 from dali_loader.pipeline import build_or_explain, define_decode_probe, define_pipeline
+from dali_loader.plan import plan_of
 from dali_loader.spec import DTYPES, LoaderSpec
 
 from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices, write_index_folder
 
-# The spec fields that change the graph's structure, each varied over all its values below.
-VARIED = {"train", "rotate_degrees", "dtype", "channels_last"}
+# Op lists that take every branch of the graph: region decode or not, resize or not, padding
+# or not; no warp, a mirror alone, a nearest or bilinear warp with a fill and a crop after it;
+# every color op (ColorJitter with all four properties or one, RandomGrayscale, Grayscale(1),
+# GaussianBlur), gated or not. The images are 48x48, the output 8x8.
+_NORMALIZE = ops.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+OP_LISTS: dict[str, tuple[ops.Op, ...]] = {
+    "train": LoaderSpec(image_size=(8, 8)).ops,
+    "train-rotate": LoaderSpec(image_size=(8, 8), rotate_degrees=15).ops,
+    "eval": LoaderSpec(image_size=(8, 8), train=False).ops,
+    "random-crop": (ops.RandomCrop((8, 8)), _NORMALIZE),
+    "padded-crop": (ops.RandomCrop((8, 8), (2, 2, 2, 2), fill=(9, 8, 7)), ops.Flip(False, 0.5)),
+    "resize-then-pad": (
+        ops.Resize((10, 9)),
+        ops.RandomCrop((8, 8), (1, 1, 1, 1)),
+        ops.CenterCrop((8, 8)),
+    ),
+    "affine": (
+        ops.RandomResizedCrop((10, 10)),
+        ops.Flip(False, 0.5),
+        ops.Affine((-10, 10), (0.1, 0.1), (0.9, 1.1), (-5, 5, -5, 5), fill=128.0),
+        ops.CenterCrop((8, 8)),
+    ),
+    "colors": (
+        ops.Resize((8, 8)),
+        ops.Affine((-10, 10), bilinear=True, gate=ops.Gate(0, 0.5)),
+        ops.ColorJitter((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1), gate=ops.Gate(1, 0.8)),
+        ops.Grayscale(3, 0.2),
+        ops.GaussianBlur((3, 5), (0.1, 2.0)),
+        _NORMALIZE,
+    ),
+    "gray": (
+        ops.Resize((8, 8)),
+        ops.ColorJitter(brightness=(0.5, 1.5)),
+        ops.Grayscale(1),
+        ops.GaussianBlur((3, 3), (0.1, 2.0), gate=ops.Gate(0, 0.5)),
+        ops.Normalize((0.5,), (0.25,)),
+    ),
+}
+# The spec fields that change the graph's structure, each varied over all its values below
+# (the keyword recipe's fields become ops: varied through OP_LISTS).
+VARIED = {"ops", "dtype", "channels_last"}
+KEYWORD_RECIPE = {"train", "image_size", "scale", "ratio", "flip_prob", "rotate_degrees"}
 # The fields that only change an operator's argument values, never which operators run.
 VALUES_ONLY = {
     "batch_size",
-    "image_size",
+    "crop_size",
     "shuffle",
     "drop_last",
     "seed",
-    "scale",
-    "ratio",
-    "flip_prob",
     "mean",
     "std",
     "shard_id",
@@ -46,17 +84,22 @@ VALUES_ONLY = {
 }
 DECODING = list(
     itertools.product(
-        [True, False],  # train
-        [0.0, 15.0],  # rotate_degrees
+        OP_LISTS,
         DTYPES,
         [False, True],  # channels_last
         ["paths", "bytes"],  # the feed: image folders, packed shards
         [True],  # decode
     )
 )
-# bench --feed-only: no decoding, so the augmentation fields do not reach the graph.
-FEED_ONLY = [(True, 0.0, "float32", False, inputs, False) for inputs in ("paths", "bytes")]
+# bench --feed-only: no decoding, so the augmentation does not reach the graph.
+FEED_ONLY = [("train", "float32", False, inputs, False) for inputs in ("paths", "bytes")]
 GRAPH_COMBOS = DECODING + FEED_ONLY
+
+
+def _spec(name: str, dtype: str = "float32", channels_last: bool = False) -> LoaderSpec:
+    return LoaderSpec(
+        batch_size=2, ops=OP_LISTS[name], dtype=dtype, channels_last=channels_last
+    ).with_source_sizes(np.array([[48, 48]]), ["a.jpg"])
 
 
 def built_on_this_machine(pipe: Any) -> None:
@@ -70,10 +113,20 @@ def built_on_this_machine(pipe: Any) -> None:
 
 def test_every_spec_field_is_covered_by_the_graph_combinations() -> None:
     fields = {field.name for field in dataclasses.fields(LoaderSpec)}
-    assert fields == VARIED | VALUES_ONLY, (
+    assert fields == VARIED | KEYWORD_RECIPE | VALUES_ONLY, (
         "a LoaderSpec field was added or removed: vary it in GRAPH_COMBOS if it changes the "
         "graph's operators, else list it in VALUES_ONLY"
     )
+
+
+def test_every_op_and_every_stage_branch_is_in_the_op_lists() -> None:
+    used = {type(op) for listed in OP_LISTS.values() for op in listed}
+    defined = {v for v in vars(ops).values() if isinstance(v, type) and issubclass(v, ops.Op)}
+    assert used == defined - {ops.Op}, "a new op: add it to an OP_LISTS entry"
+    plans = [plan_of(listed) for listed in OP_LISTS.values()]
+    for flag in ("region", "resized", "padded", "mirror_only", "bilinear", "warped"):
+        assert {bool(getattr(plan, flag)) for plan in plans} == {True, False}, flag
+    assert {plan.channels for plan in plans} == {1, 3}
 
 
 def test_every_graph_definer_is_tested() -> None:
@@ -83,15 +136,11 @@ def test_every_graph_definer_is_tested() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("train", "rotate", "dtype", "channels_last", "inputs", "decode"), GRAPH_COMBOS
-)
+@pytest.mark.parametrize(("name", "dtype", "channels_last", "inputs", "decode"), GRAPH_COMBOS)
 def test_loader_graph_defines_on_the_gpu(
-    train: bool, rotate: float, dtype: str, channels_last: bool, inputs: Any, decode: bool
+    name: str, dtype: str, channels_last: bool, inputs: Any, decode: bool
 ) -> None:
-    spec = LoaderSpec(
-        batch_size=4, train=train, rotate_degrees=rotate, dtype=dtype, channels_last=channels_last
-    )
+    spec = _spec(name, dtype, channels_last)
     pipe = define_pipeline(
         spec, lambda: None, inputs=inputs, device_id=0, num_threads=2, decode=decode
     )
@@ -114,18 +163,11 @@ def test_the_cpu_graphs_of_every_combination_build_and_run(tmp_path: Path) -> No
         ),
         "bytes": ([np.fromfile(f, np.uint8) for f in files],),
     }
-    for train, rotate, dtype, channels_last, inputs, decode in GRAPH_COMBOS:
-        spec = LoaderSpec(
-            batch_size=2,
-            image_size=(8, 8),
-            train=train,
-            rotate_degrees=rotate,
-            dtype=dtype,
-            channels_last=channels_last,
-        )
+    for name, dtype, channels_last, inputs, decode in GRAPH_COMBOS:
+        spec = _spec(name, dtype, channels_last)
         drawn = params.draw(spec, 0, np.arange(2), np.array([[48, 48], [48, 48]]))
         batch = (*by_kind[inputs], np.arange(2, dtype=np.int64))
-        batch += tuple(getattr(drawn, name) for name in params.fields(spec))
+        batch += tuple(drawn.arrays[field] for field in params.fields(spec))
         pipe = define_pipeline(
             spec,
             _returning(batch),
@@ -137,7 +179,8 @@ def test_the_cpu_graphs_of_every_combination_build_and_run(tmp_path: Path) -> No
         images, labels, *sizes = build_or_explain(pipe).run()
         assert np.array(labels.as_tensor()).tolist() == [0, 1]
         if decode:
-            assert images.as_tensor().shape() == ([2, 8, 8, 3] if channels_last else [2, 3, 8, 8])
+            c = spec.channels
+            assert images.as_tensor().shape() == ([2, 8, 8, c] if channels_last else [2, c, 8, 8])
             assert np.array(sizes[0].as_tensor()).tolist() == [[48, 48, 3], [48, 48, 3]]
 
 
