@@ -49,6 +49,7 @@ def create_loader(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     *,
     transform: object = None,
+    as_is: bool = False,
     num_workers: int | None = None,
     prefetch_factor: int | None = None,
     pin_memory: bool = True,
@@ -85,11 +86,14 @@ def create_loader(
             first batch, naming them, or "skip" them (logged; listed in `loader.bad_files`).
         max_pixels: larger images count as bad files (decompression bombs).
 
-    `transform`: a torchvision Compose (v1 or v2) that spells the recipe above, instead of its
-    keywords (`dali_loader.transforms` says which pipelines are taken); the recipe keywords
-    (train, image_size, scale, ratio, flip_prob, rotate_degrees, mean, std, dtype) are then
-    left at their defaults (one set to another value is refused; one set to its default cannot
-    be told apart, and the transform decides).
+    `transform`: a torchvision Compose (v1 or v2), or one transform, instead of the recipe
+    keywords: compiled to the loader's ops and run by every backend (`dali_loader.transforms`
+    says which transforms are taken); the recipe keywords (train, image_size, scale, ratio,
+    flip_prob, rotate_degrees, mean, std, dtype) are then left at their defaults (one set to
+    another value is refused; one set to its default cannot be told apart, and the transform
+    decides). `as_is=True` (backend="torchvision" only) calls the Compose itself on each
+    sample instead, as DataLoader(ImageFolder(root, transform)) does: for what cannot be
+    compiled; slower, and batches come out as the Compose makes them.
 
     DataLoader's own keywords, for a ported script: `num_workers` is `num_threads`;
     `prefetch_factor` is how many batches each worker (or DALI's pipeline) prepares ahead
@@ -100,6 +104,11 @@ def create_loader(
     """
     _refuse_dataloader_only(batch_size, sampler, batch_sampler, collate_fn)
     ops: tuple[Op, ...] = ()
+    if as_is and (transform is None or backend != "torchvision"):
+        raise ConfigError(
+            "as_is=True calls transform= itself on each sample, in DataLoader workers: pass "
+            "transform=T and backend='torchvision'"
+        )
     if transform is not None:
         from .transforms import compile_transform
 
@@ -121,9 +130,10 @@ def create_loader(
                 f"transform= and the recipe keywords ({', '.join(changed)}) say the same thing "
                 "twice: pass the transform, or the keywords"
             )
-        compiled = compile_transform(transform)
-        ops, dtype = compiled.ops, TORCH_DTYPES[compiled.dtype]
-        train = any(is_random(op) for op in ops)  # shuffled by default when augmented
+        if not as_is:
+            compiled = compile_transform(transform)
+            ops, dtype = compiled.ops, TORCH_DTYPES[compiled.dtype]
+            train = any(is_random(op) for op in ops)  # shuffled by default when augmented
     if num_workers is not None:
         if num_threads is not None and num_threads != num_workers:
             raise ConfigError(
@@ -198,7 +208,12 @@ def create_loader(
         # More workers than an epoch has batches would only idle (each one a process).
         workers = min(threads, num_batches(len(index), spec))
         loader = TorchvisionLoader(
-            checked, spec, target, num_workers=workers, prefetch_factor=int(depth)
+            checked,
+            spec,
+            target,
+            num_workers=workers,
+            prefetch_factor=int(depth),
+            as_is=transform if as_is else None,  # type: ignore[arg-type]
         )
     else:
         from .iterator import DaliLoader

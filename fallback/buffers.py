@@ -30,8 +30,11 @@ def slot_count(workers: int, prefetch_factor: int = 2) -> int:
     return prefetch_factor * workers + 1
 
 
-def shared_slots(count: int, batch_shape: tuple[int, ...], *, shared: bool) -> torch.Tensor:
-    """uint8 (count, *batch_shape); in shared memory when `shared`, left unwritten either way.
+def shared_slots(
+    count: int, batch_shape: tuple[int, ...], *, shared: bool, dtype: torch.dtype = torch.uint8
+) -> torch.Tensor:
+    """(count, *batch_shape) of `dtype`; in shared memory when `shared`, left unwritten either
+    way.
 
     Pages are taken when first written, so slots cost memory only once workers fill them; a
     /dev/shm too small to hold them all is refused here, before any worker starts (else a
@@ -39,11 +42,11 @@ def shared_slots(count: int, batch_shape: tuple[int, ...], *, shared: bool) -> t
     """
     shape = (count, *batch_shape)
     if not shared:
-        return torch.empty(shape, dtype=torch.uint8)
-    nbytes = int(np.prod(shape))
+        return torch.empty(shape, dtype=dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
     _refuse_small_shm(nbytes, count, batch_shape)
     storage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 
 class ReusedBatches:

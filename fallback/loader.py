@@ -7,7 +7,7 @@ of the bytes (as timm's PrefetchLoader does).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from dali_loader.source import CheckedIndex
 from dali_loader.spec import LoaderSpec
 from dali_loader.storage import reader_for
 
+from .as_is import run_as_is, sample_seed
 from .buffers import ReusedBatches, shared_slots, slot_count
 from .dataset import BatchDataset, BatchRequest
 
@@ -61,17 +62,25 @@ class TorchvisionLoader(BaseLoader):
         *,
         num_workers: int,
         prefetch_factor: int = 2,
+        as_is: Callable[[Image.Image], object] | None = None,
     ) -> None:
         super().__init__(checked, spec, device)
         index = checked.index
+        self._as_is = as_is
+        shape: tuple[int, ...] = (spec.channels, *spec.image_size)
+        dtype = torch.uint8
+        if as_is is not None and len(index):  # the first sample's output: every one's shape
+            first = run_as_is(as_is, reader_for(index).read(0), sample_seed(spec.seed, 0, 0))
+            shape, dtype = tuple(first.shape), first.dtype
         self._slots = shared_slots(
             slot_count(num_workers, prefetch_factor),
-            (spec.batch_size, spec.channels, *spec.image_size),
+            (spec.batch_size, *shape),
             shared=num_workers > 0,
+            dtype=dtype,
         )
         self._requests = _EpochRequests()
         self._loader = DataLoader(
-            BatchDataset(reader_for(index), spec, _sizes(index), self._slots),
+            BatchDataset(reader_for(index), spec, _sizes(index), self._slots, as_is),
             batch_size=None,
             sampler=self._requests,
             num_workers=num_workers,
@@ -90,7 +99,10 @@ class TorchvisionLoader(BaseLoader):
         slots = len(self._slots)
         self._requests.requests = [(epoch, batch, i % slots) for i, batch in enumerate(batches)]
         for batch, slot in zip(batches, self._loader, strict=True):
-            images = self._normalize(self._slots[slot, : len(batch)])
+            if self._as_is is not None:  # the Compose normalized them, or did not: as given
+                images = self._slots[slot, : len(batch)].to(self.device, copy=True)
+            else:
+                images = self._normalize(self._slots[slot, : len(batch)])
             labels = torch.from_numpy(self._labels[batch].astype(np.int64))
             yield images, labels.to(self.device, non_blocking=True)
 
