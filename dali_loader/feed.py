@@ -10,7 +10,7 @@ these feeds cost that thread, are in benchmarks/README.md, "The input path".
   `pread` the next batch's samples into one buffer while DALI works (the reads release the GIL),
   and the batch is a list of views into it.
 Then come the labels and the batch's augmentation parameters (`dali_loader.params`: crop boxes,
-flips, angles, drawn for the whole batch at once), one array each.
+flips or warp matrices, color weights, drawn for the whole batch at once), one array each.
 
 Batches are handed over without a copy (`no_copy`): each stays referenced here until DALI is
 done with it, `prefetch_queue_depth` batches later.

@@ -101,6 +101,7 @@ def draw(spec: LoaderSpec, epoch: int, samples: np.ndarray, sizes: np.ndarray) -
     state = _Canvas(sizes)
     for position, op in enumerate(plan.crops):
         state.apply(op, streams.uniforms(position, 4 * _TRIES))
+    assert spec.crop_size is not None, "a spec resolved with with_source_sizes"
     height, width = spec.crop_size
     if not ((state.width == width) & (state.height == height)).all():
         row = int(np.argmax((state.width != width) | (state.height != height)))
@@ -252,8 +253,7 @@ def random_crop_windows(
     padded_h = height + top + bottom + 2 * (pad_y - top)
     if (padded_w < crop_w).any() or (padded_h < crop_h).any():
         raise DatasetError(
-            f"an image is smaller than RandomCrop({op.size}) "
-            "(pass pad_if_needed=True to pad it)"
+            f"an image is smaller than RandomCrop({op.size}) (pass pad_if_needed=True to pad it)"
         )
     y = np.floor(u[:, 0] * (padded_h - crop_h + 1))
     x = np.floor(u[:, 1] * (padded_w - crop_w + 1))

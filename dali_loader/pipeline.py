@@ -4,10 +4,11 @@
 Samples come in through `external_source`, in the order the sampler chose, so DALI never decides
 the order (its reader shuffles only inside a buffer). What comes in is either file names, which
 DALI's own threads read (`fn.io.file.read`: no Python, no GIL, per file), or, for packed shards,
-the encoded bytes the feed read ahead (`dali_loader.feed`). Each sample's crop window, flip and
-angle come in beside them, drawn on the host (`dali_loader.params`), the same values the
-torchvision backend applies. On the GPU, decoding is nvJPEG (`device="mixed"`, the hardware
-decoder where the GPU has one) of the crop window alone; resize, flip, rotation and
+the encoded bytes the feed read ahead (`dali_loader.feed`). Each sample's parameters come in
+beside them, drawn on the host (`dali_loader.params`), the same values the torchvision backend
+applies, stage by stage (`dali_loader.plan`). On the GPU, decoding is nvJPEG
+(`device="mixed"`, the hardware decoder where the GPU has one), of the crop window alone where
+it is whole pixels; resize, padding, the warp (flips, turns, affines), the color ops and
 normalization follow on the GPU. With `device_id=None` the same graph runs on the CPU.
 
 Every function here only *defines* a pipeline: defining checks operator names, argument names

@@ -55,7 +55,6 @@ def _first_batch(
     import torch
 
     from .factory import create_loader
-    from .spec import LoaderSpec
 
     loader = create_loader(
         source,
@@ -69,9 +68,9 @@ def _first_batch(
         num_threads=1,
     )
     images, _ = next(iter(loader))
-    spec = LoaderSpec()
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    spec = loader.spec
+    mean = torch.tensor(spec.mean).view(1, spec.channels, 1, 1)
+    std = torch.tensor(spec.std).view(1, spec.channels, 1, 1)
     return (images.float().cpu() * std + mean).clamp(0, 1)
 
 

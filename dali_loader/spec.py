@@ -10,8 +10,8 @@ import dataclasses
 import math
 import numbers
 import operator
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from .errors import ConfigError, DatasetError

@@ -41,7 +41,7 @@ class Compiled:
 
 @dataclass
 class _Reader:
-    ops: list[ops.Op] = field(default_factory=list)
+    steps: list[ops.Op] = field(default_factory=list)
     dtype: str | None = None
     gates: int = 0
 
@@ -70,7 +70,7 @@ class _Reader:
         op = reader(step)
         if gate is not None:
             op = _with_gate(op, gate)
-        self.ops.append(op)
+        self.steps.append(op)
 
     def _convert(self, step: Any, name: str) -> None:
         if name == "ToPILImage":
@@ -102,7 +102,7 @@ def compile_transform(transform: object) -> Compiled:
             "ToImage() + ToDtype(torch.float32, scale=True)), then Normalize if you normalize: "
             "the loader delivers float batches"
         )
-    compiled = tuple(reader.ops)
+    compiled = tuple(reader.steps)
     plan_of(compiled)  # the order, the fills, the channels: refused here, naming the op
     return Compiled(compiled, reader.dtype)
 
@@ -145,7 +145,9 @@ def _probability(p: Any, step: object) -> float:
 def _interpolation(step: Any) -> str:
     mode = getattr(step, "interpolation", "bilinear")
     value = getattr(mode, "value", mode)
-    return {2: "bilinear", 0: "nearest"}.get(value, str(value))  # PIL's constants, as given
+    if value in (0, 2):  # PIL's constants, as v2 takes them
+        return "nearest" if value == 0 else "bilinear"
+    return str(value)
 
 
 def _resampling(step: Any) -> None:
@@ -206,6 +208,11 @@ def _random_crop(step: Any) -> ops.Op:
         raise _unsupported(step, f"padding {padding} as large as the crop {size}")
     fill = tuple(int(v) for v in _fill(step.fill, step))
     return ops.RandomCrop(size, padding, bool(step.pad_if_needed), (fill[0], fill[1], fill[2]))
+
+
+def _random_resized_crop(step: Any) -> ops.Op:
+    _resampling(step)
+    return ops.RandomResizedCrop(_size(step.size, step), _range(step.scale), _range(step.ratio))
 
 
 def _resize(step: Any) -> ops.Op:
@@ -290,10 +297,7 @@ def _normalize(step: Any) -> ops.Op:
 
 
 _READERS: dict[str, Any] = {
-    "RandomResizedCrop": lambda s: (
-        _resampling(s),
-        ops.RandomResizedCrop(_size(s.size, s), _range(s.scale), _range(s.ratio)),
-    )[1],
+    "RandomResizedCrop": _random_resized_crop,
     "RandomCrop": _random_crop,
     "CenterCrop": lambda s: ops.CenterCrop(_size(s.size, s)),
     "Resize": _resize,

@@ -28,7 +28,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(u[0, 0] * 2.0**53)
 
 
-def run_as_is(transform: Callable[[Image.Image], object], encoded: bytes, seed: int) -> torch.Tensor:
+def run_as_is(
+    transform: Callable[[Image.Image], object], encoded: bytes, seed: int
+) -> torch.Tensor:
     """`transform` of the image in `encoded`, loaded as ImageFolder's loader does (RGB; EXIF
     orientation not applied), with torch and `random` seeded by `seed`."""
     with Image.open(io.BytesIO(encoded)) as image:

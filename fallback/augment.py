@@ -69,8 +69,9 @@ def _crop_stage(
     assert spec.crop_size is not None
     inner = params["inner"] if plan.padded else None
     target = (int(inner[2]), int(inner[3])) if inner is not None else spec.crop_size
-    box = tuple(float(v) for v in params["boxes"])
-    whole = (int(box[0]), int(box[1]), int(box[2]), int(box[3]))  # whole pixels: drawn so
+    left, top, right, bottom = (float(v) for v in params["boxes"])
+    box = (left, top, right, bottom)
+    whole = (int(left), int(top), int(right), int(bottom))  # whole pixels: drawn so
     with Image.open(io.BytesIO(encoded)) as image:
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
         crop: torch.Tensor | None = None

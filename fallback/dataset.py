@@ -3,9 +3,9 @@
 Each batch's augmentation parameters are drawn by `dali_loader.params` from (seed, epoch, sample
 index) alone, as the DALI feed draws them: a sample's augmentation does not depend on the
 backend, on which worker made it or on how many there are.
-Workers write uint8 (warped and colored samples rounded back to whole pixel values), a quarter of the bytes
-of float32, into the slot their request names and hand back only the slot's number; the loader
-normalizes the whole batch once, on its device.
+Workers write uint8 (warped and colored samples rounded back to whole pixel values), a quarter
+of the bytes of float32, into the slot their request names and hand back only the slot's
+number; the loader normalizes the whole batch once, on its device.
 """
 
 from __future__ import annotations

@@ -207,7 +207,8 @@ def test_an_output_size_that_varies_with_the_image_is_refused_naming_two(tmp_pat
     paths = [str(p) for p in sorted((tmp_path / "a").rglob("*.jpg"))]
     paths += [str(p) for p in (tmp_path / "b").rglob("*.jpg")]
     compose = T.Compose([T.Resize(20), T.ToTensor()])
-    with pytest.raises(ConfigError, match=r"depends on the image's: .*jpg comes out (26x20|20x26), .*jpg (20x26|26x20)"):
+    two = r"depends on the image's: .*jpg comes out (26x20|20x26), .*jpg (20x26|26x20)"
+    with pytest.raises(ConfigError, match=two):
         create_loader((paths, [0, 0, 1]), backend="torchvision", transform=compose)
     # every image the same size: the check says so, and the size is taken
     loader = create_loader(root, backend="dali-cpu", transform=compose, batch_size=2)
