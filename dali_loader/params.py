@@ -15,9 +15,9 @@ are composed per sample:
   pad: (top, left, height, width) of the resized box on the canvas;
 - "flips" (N,) for a mirror alone, else "matrices" (N, 2, 3): the output-to-canvas map,
   in pixel-corner coordinates;
-- per color op k: "c{k}.m{j}" (N, 3, 3) channel matrices, "c{k}.a{j}" and "c{k}.b{j}" (N, 1)
-  weights of the pixel's gray and the image's mean gray (ColorJitter's blends, where saturation
-  and contrast are enabled), "c{k}.sigma" (N, 1) for a blur.
+- per color op k: "c{k}.m{j}" (N, 3, 3) channel matrices, "c{k}.b{j}" (N, 1) the weight of
+  the image's mean gray (ColorJitter's contrast, where enabled), "c{k}.sigma" (N, 1) for a
+  blur.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def fields(spec: LoaderSpec) -> tuple[str, ...]:
 
 def _color_fields(op: Op) -> list[str]:
     if isinstance(op, ColorJitter):
-        kinds = "m" + "a" * (op.saturation is not None) + "b" * (op.contrast is not None)
+        kinds = "mb" if op.contrast is not None else "m"
         return [f"{kind}{j}" for j in range(_enabled(op)) for kind in kinds]
     if isinstance(op, Grayscale):
         return ["m0"] if op.channels == 3 else []
@@ -406,8 +406,10 @@ def _color(op: Op, streams: _Streams, position: int) -> dict[str, np.ndarray]:
 
 
 def jitter_params(op: ColorJitter, u: np.ndarray, on: np.ndarray) -> dict[str, np.ndarray]:
-    """ColorJitter as steps x = clamp(M x + a * gray(x) + b * mean(gray(x))), one per enabled
-    property, in an order drawn per sample (torchvision's randperm) with their factors."""
+    """ColorJitter as steps x = clamp(M x + b * mean(gray(x))), one per enabled property, in
+    an order drawn per sample (torchvision's randperm) with their factors: brightness f * x,
+    saturation f * x + (1 - f) * gray(x), hue a turn of the chroma (all in M), contrast
+    f * x + (1 - f) * the image's mean gray (b = 1 - f)."""
     count = len(u)
     order = np.argsort(u[:, :4], axis=1)  # a uniform permutation of the four properties
     ranges = (op.brightness, op.contrast, op.saturation, op.hue)
@@ -427,16 +429,12 @@ def jitter_params(op: ColorJitter, u: np.ndarray, on: np.ndarray) -> dict[str, n
         which = ordered[:, j]
         f = factors[np.arange(count), which]
         m = np.broadcast_to(np.eye(3), (count, 3, 3)) * f[:, None, None]
-        a, b = np.zeros(count), np.zeros(count)
-        a[which == 2] = 1 - f[which == 2]  # saturation: toward the pixel's gray
-        b[which == 1] = 1 - f[which == 1]  # contrast: toward the image's mean gray
-        hue = which == 3
-        m = m.copy()
-        m[hue] = hue_matrices(f[hue])
-        m[~on], a[~on], b[~on] = np.eye(3), 0.0, 0.0
+        saturation = which == 2  # toward the pixel's gray
+        m[saturation] += (1 - f[saturation])[:, None, None] * np.broadcast_to(GRAY, (3, 3))
+        m[which == 3] = hue_matrices(f[which == 3])
+        b = np.where(which == 1, 1 - f, 0.0)  # contrast: toward the image's mean gray
+        m[~on], b[~on] = np.eye(3), 0.0
         out[f"m{j}"] = m
-        if op.saturation is not None:
-            out[f"a{j}"] = a[:, None]
         if op.contrast is not None:
             out[f"b{j}"] = b[:, None]
     return out

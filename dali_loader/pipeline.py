@@ -197,7 +197,7 @@ def _crop_stage(spec: LoaderSpec, encoded: Any, drawn: dict[str, Any], decoder: 
     )
 
 
-_GRAY3 = np.broadcast_to(params.GRAY, (3, 3)).astype(np.float32).ravel().tolist()
+_GRAY = params.GRAY.astype(np.float32).tolist()  # one output channel
 
 
 def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool) -> Any:
@@ -212,16 +212,13 @@ def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool
         if isinstance(op, ColorJitter):
             for j in range(sum(r is not None for r in _jitter_ranges(op))):
                 terms = fn.coord_transform(x, M=drawn[f"c{k}.m{j}"])
-                gray = fn.coord_transform(x, M=_GRAY3)
-                if op.saturation is not None:
-                    terms = terms + device(drawn[f"c{k}.a{j}"]) * gray
-                if op.contrast is not None:
+                if op.contrast is not None:  # (1, 1, 1) per image, broadcast
+                    gray = fn.coord_transform(x, M=_GRAY)
                     mean = fn.reductions.mean(gray, axes=[0, 1], keep_dims=True)
                     terms = terms + device(drawn[f"c{k}.b{j}"]) * mean
                 x = dmath.clamp(terms, 0.0, 255.0)
         elif isinstance(op, Grayscale):
-            matrix = params.GRAY.astype(np.float32).tolist() if op.channels == 1 else None
-            x = fn.coord_transform(x, M=matrix if matrix else drawn[f"c{k}.m0"])
+            x = fn.coord_transform(x, M=_GRAY if op.channels == 1 else drawn[f"c{k}.m0"])
         else:
             assert isinstance(op, GaussianBlur)
             kernel_x, kernel_y = op.kernel

@@ -19,6 +19,7 @@ What each step costs shaped this module (measured per step, one core: benchmarks
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from typing import Any
@@ -169,26 +170,36 @@ def _warp(canvas: torch.Tensor, spec: LoaderSpec, params: dict[str, np.ndarray])
     plan = spec.plan
     if plan.mirror_only:
         return canvas.flip(-1) if params["flips"] else canvas
-    matrix = params["matrices"].astype(np.float64)
+    (a, b, c), (d, e, f) = params["matrices"].astype(np.float64).tolist()
     _, height, width = canvas.shape
     out_h, out_w = spec.image_size
-    xs = torch.arange(out_w, dtype=torch.float64) + 0.5  # pixel centers, corner coordinates
-    ys = torch.arange(out_h, dtype=torch.float64) + 0.5
-    grid = torch.empty(1, out_h, out_w, 2, dtype=torch.float64)
-    (a, b, c), (d, e, f) = matrix.tolist()
-    grid[0, ..., 0] = ((a * xs)[None, :] + (b * ys + c)[:, None]) * (2 / width) - 1
-    grid[0, ..., 1] = ((d * xs)[None, :] + (e * ys + f)[:, None]) * (2 / height) - 1
+    xs, ys = _pixel_centers(out_w), _pixel_centers(out_h)
+    # grid_sample's [-1, 1] coordinates of each output pixel's source: two broadcast sums of a
+    # row and a column (the map's terms in x and in y), not full-size products
+    grid = torch.empty(1, out_h, out_w, 2)
+    sx, sy = 2 / width, 2 / height
+    torch.add(
+        (xs * (a * sx))[None, :], (ys * (b * sx) + (c * sx - 1))[:, None], out=grid[0, ..., 0]
+    )
+    torch.add(
+        (xs * (d * sy))[None, :], (ys * (e * sy) + (f * sy - 1))[:, None], out=grid[0, ..., 1]
+    )
     mode = "bilinear" if plan.bilinear else "nearest"
-    grid32 = grid.float()
     out = torch.nn.functional.grid_sample(
-        canvas.float()[None], grid32, mode=mode, padding_mode="zeros", align_corners=False
+        canvas.float()[None], grid, mode=mode, padding_mode="zeros", align_corners=False
     )[0]
     if plan.warp_fill:
         inside = torch.nn.functional.grid_sample(
-            torch.ones(1, 1, height, width), grid32, mode=mode, align_corners=False
+            torch.ones(1, 1, height, width), grid, mode=mode, align_corners=False
         )[0]
         out += plan.warp_fill * (1 - inside)
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+@functools.cache
+def _pixel_centers(count: int) -> torch.Tensor:
+    """0.5, 1.5, ...: pixel centers in corner coordinates (DALI's and torchvision's)."""
+    return torch.arange(count, dtype=torch.float32) + 0.5
 
 
 def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> torch.Tensor:
@@ -198,11 +209,11 @@ def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> 
     for k, op in enumerate(plan.colors):
         if isinstance(op, ColorJitter):
             for j in range(sum(f"c{k}.m{j}" in params for j in range(4))):
-                m = torch.from_numpy(params[f"c{k}.m{j}"])
-                g = torch.einsum("c,chw->hw", gray, x)[None]
-                a = float(params.get(f"c{k}.a{j}", [0.0])[0])
-                b = float(params.get(f"c{k}.b{j}", [0.0])[0])
-                x = (torch.einsum("ij,jhw->ihw", m, x) + a * g + b * g.mean()).clamp_(0, 255)
+                x_m = torch.einsum("ij,jhw->ihw", torch.from_numpy(params[f"c{k}.m{j}"]), x)
+                if f"c{k}.b{j}" in params:  # contrast enabled: the image's mean gray
+                    b = float(params[f"c{k}.b{j}"][0])
+                    x_m += b * torch.einsum("c,chw->hw", gray, x).mean()
+                x = x_m.clamp_(0, 255)
         elif isinstance(op, Grayscale):
             if op.channels == 1:
                 x = torch.einsum("c,chw->hw", gray, x)[None]
