@@ -49,6 +49,8 @@ class BaseLoader:
 
     def __init__(self, checked: CheckedIndex, spec: LoaderSpec, device: torch.device) -> None:
         index = checked.index
+        if index.sizes is not None:
+            spec = spec.with_source_sizes(index.sizes, index.paths)
         if not spec.resolved:
             raise ConfigError(
                 "the spec's output size depends on the images': build it with "

@@ -103,7 +103,7 @@ def create_loader(
     are refused, saying what to use instead.
     """
     _refuse_dataloader_only(batch_size, sampler, batch_sampler, collate_fn)
-    ops: tuple[Op, ...] = ()
+    ops: tuple[Op, ...] | None = None  # the keyword recipe
     if as_is and (transform is None or backend != "torchvision"):
         raise ConfigError(
             "as_is=True calls transform= itself on each sample, in DataLoader workers: pass "
@@ -190,8 +190,6 @@ def create_loader(
         )
     index = checked.index
     _refuse_disagreeing_ranks(index)
-    if index.sizes is not None:
-        spec = spec.with_source_sizes(index.sizes, index.paths)
     logger.info(
         "dali_loader: backend=%s device=%s samples=%d classes=%d shard=%d/%d",
         chosen,

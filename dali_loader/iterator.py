@@ -42,6 +42,7 @@ class DaliLoader(BaseLoader):
         """`decode=False` delivers the encoded sizes and the drawn parameters instead of
         images: the input path alone (`dali-loader bench --feed-only`)."""
         super().__init__(checked, spec, device)
+        spec = self.spec  # checked against the images: the output size, whether crops pad
         from .pipeline import build_or_explain, define_pipeline
 
         self.backend = "dali" if device.type == "cuda" else "dali-cpu"

@@ -16,8 +16,8 @@ are composed per sample:
 - "flips" (N,) for a mirror alone, else "matrices" (N, 2, 3): the output-to-canvas map,
   in pixel-corner coordinates;
 - per color op k: "c{k}.m{j}" (N, 3, 3) channel matrices, "c{k}.b{j}" (N, 1) the weight of
-  the image's mean gray (ColorJitter's contrast, where enabled), "c{k}.sigma" (N, 1) for a
-  blur.
+  the image's mean gray (ColorJitter's contrast, where enabled), "c{k}.h{j}" (N, 1) the hue's
+  turn (where enabled), "c{k}.sigma" (N, 1) for a blur.
 """
 
 from __future__ import annotations
@@ -50,8 +50,6 @@ _STREAM = 1 << 20  # draw numbers of one op: [stream * position, ...); a gate's 
 
 # torchvision's rgb_to_grayscale weights
 GRAY = np.array([0.2989, 0.587, 0.114])
-# RGB -> YIQ: hue turns the chroma plane (I, Q) about the gray axis
-_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ def fields(spec: LoaderSpec) -> tuple[str, ...]:
 
 def _color_fields(op: Op) -> list[str]:
     if isinstance(op, ColorJitter):
-        kinds = "mb" if op.contrast is not None else "m"
+        kinds = "m" + "b" * (op.contrast is not None) + "h" * (op.hue is not None)
         return [f"{kind}{j}" for j in range(_enabled(op)) for kind in kinds]
     if isinstance(op, Grayscale):
         return ["m0"] if op.channels == 3 else []
@@ -132,7 +130,7 @@ class _Streams:
 
     def __init__(self, spec: LoaderSpec, epoch: int, samples: np.ndarray) -> None:
         self.seed, self.epoch, self.samples = spec.seed, epoch, samples
-        self.ops = len(spec.ops)
+        self.ops = len(spec.ops or ())
 
     def uniforms(self, position: int, count: int) -> np.ndarray:
         """The draws of the op at `position` in the spec's ops."""
@@ -406,10 +404,10 @@ def _color(op: Op, streams: _Streams, position: int) -> dict[str, np.ndarray]:
 
 
 def jitter_params(op: ColorJitter, u: np.ndarray, on: np.ndarray) -> dict[str, np.ndarray]:
-    """ColorJitter as steps x = clamp(M x + b * mean(gray(x))), one per enabled property, in
-    an order drawn per sample (torchvision's randperm) with their factors: brightness f * x,
-    saturation f * x + (1 - f) * gray(x), hue a turn of the chroma (all in M), contrast
-    f * x + (1 - f) * the image's mean gray (b = 1 - f)."""
+    """ColorJitter as steps x = turn_hue(clamp(M x + b * mean(gray(x))), h), one per enabled
+    property, in an order drawn per sample (torchvision's randperm) with their factors:
+    brightness f * x and saturation f * x + (1 - f) * gray(x) (in M), contrast f * x +
+    (1 - f) * the image's mean gray (b = 1 - f), hue a turn by h (`dali_loader.hue`)."""
     count = len(u)
     order = np.argsort(u[:, :4], axis=1)  # a uniform permutation of the four properties
     ranges = (op.brightness, op.contrast, op.saturation, op.hue)
@@ -431,21 +429,14 @@ def jitter_params(op: ColorJitter, u: np.ndarray, on: np.ndarray) -> dict[str, n
         m = np.broadcast_to(np.eye(3), (count, 3, 3)) * f[:, None, None]
         saturation = which == 2  # toward the pixel's gray
         m[saturation] += (1 - f[saturation])[:, None, None] * np.broadcast_to(GRAY, (3, 3))
-        m[which == 3] = hue_matrices(f[which == 3])
+        hue = which == 3
+        m[hue] = np.eye(3)
+        h = np.where(hue, f, 0.0)
         b = np.where(which == 1, 1 - f, 0.0)  # contrast: toward the image's mean gray
-        m[~on], b[~on] = np.eye(3), 0.0
+        m[~on], b[~on], h[~on] = np.eye(3), 0.0, 0.0
         out[f"m{j}"] = m
+        if op.hue is not None:
+            out[f"h{j}"] = h[:, None]
         if op.contrast is not None:
             out[f"b{j}"] = b[:, None]
     return out
-
-
-def hue_matrices(turns: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) RGB maps turning the hue by `turns` of a circle, in YIQ's chroma plane."""
-    angle = 2 * np.pi * turns
-    c, s = np.cos(angle), np.sin(angle)
-    rotation = np.zeros((len(turns), 3, 3))
-    rotation[:, 0, 0] = 1.0
-    rotation[:, 1, 1], rotation[:, 1, 2] = c, -s
-    rotation[:, 2, 1], rotation[:, 2, 2] = s, c
-    return np.asarray(np.linalg.inv(_YIQ) @ rotation @ _YIQ)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from . import params
 from .errors import BackendUnavailableError
 from .feed import InputKind
+from .hue import Ops, turn_hue
 from .imaging import rgb8
 from .ops import ColorJitter, GaussianBlur, Grayscale
 from .plan import Plan
@@ -200,6 +201,14 @@ def _crop_stage(spec: LoaderSpec, encoded: Any, drawn: dict[str, Any], decoder: 
 _GRAY = params.GRAY.astype(np.float32).tolist()  # one output channel
 
 
+_DALI = Ops(
+    maximum=dmath.max,
+    minimum=dmath.min,
+    floor=dmath.floor,
+    as_float=lambda mask: fn.cast(mask, dtype=types.FLOAT),
+)
+
+
 def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool) -> Any:
     """The color ops in order on floats (0..255), rounded back to uint8 once: the fallback's
     formulas (`fallback.augment`)."""
@@ -217,6 +226,10 @@ def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool
                     mean = fn.reductions.mean(gray, axes=[0, 1], keep_dims=True)
                     terms = terms + device(drawn[f"c{k}.b{j}"]) * mean
                 x = dmath.clamp(terms, 0.0, 255.0)
+                if op.hue is not None:  # a turn of 0 for the images another property is at
+                    channels = (x[:, :, 0], x[:, :, 1], x[:, :, 2])
+                    turned = turn_hue(*channels, device(drawn[f"c{k}.h{j}"]), _DALI)
+                    x = fn.stack(*turned, axis=2)
         elif isinstance(op, Grayscale):
             x = fn.coord_transform(x, M=_GRAY if op.channels == 1 else drawn[f"c{k}.m0"])
         else:

@@ -59,9 +59,15 @@ class Plan:
         return bool(self.warps) and not self.mirror_only
 
 
+# "every image is at least this large": to check an op list's order before the images are known
+ANY_SIZE: Size = (2**31 - 1, 2**31 - 1)
+
+
 @functools.cache
-def plan_of(ops: tuple[Op, ...]) -> Plan:
-    """The stages of `ops`, or a ConfigError naming the op out of place."""
+def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
+    """The stages of `ops`, or a ConfigError naming the op out of place. `smallest` is the
+    least (height, width) of the images, where known: a crop no image is smaller than pads
+    none (else any may)."""
     k = 0
     while k < len(ops) and isinstance(ops[k], SIZING):
         k += 1
@@ -110,12 +116,11 @@ def plan_of(ops: tuple[Op, ...]) -> Plan:
         )
     region, resized, padded = True, False, False
     pad_fill = (0, 0, 0)
-    smallest: Size | None = None  # a lower bound of the image's size, where one is known
     for op in crops:
         if isinstance(op, (Resize, RandomResizedCrop)) and padded:
             raise ConfigError(
-                f"{type(op).__name__} after a padding crop: resize first, then pad, or the "
-                "padding would be resampled"
+                f"{type(op).__name__} after a crop that pads (padding, or a crop larger than "
+                "an image): resize first, then pad, or the padding would be resampled"
             )
         if isinstance(op, (RandomResizedCrop, *CROPS)) and resized:
             region = False  # the box is a fraction of the source's pixels
@@ -128,7 +133,7 @@ def plan_of(ops: tuple[Op, ...]) -> Plan:
             padded = True
         if isinstance(op, RandomCrop) and padded:
             pad_fill = op.fill
-        smallest = _lower_bound(op, smallest)
+        smallest = _lower_bound(op, smallest)  # a lower bound of the image's size, or None
     affines = [op for op in warps if isinstance(op, Affine)]
     fills = {op.fill for op in affines} | {
         float(f) for op in warps if isinstance(op, RandomCrop) for f in op.fill

@@ -39,14 +39,16 @@ EVAL_CROP_FRACTION = 0.875
 class LoaderSpec:
     """How a batch is made, identically on every backend.
 
-    `ops` is the augmentation, in order (`dali_loader.ops`). Left empty, the keyword recipe
-    makes it: Train: random-resized crop (torchvision's `scale` and `ratio`), horizontal flip
-    with `flip_prob`, rotation by an angle uniform in [-rotate_degrees, rotate_degrees]
-    (bilinear, corners filled with black), normalization with `mean`/`std` on the 0..1 scale.
-    Eval: resize the shorter side to `resize_size`, center crop `image_size`, normalize.
-    Given, `image_size`, `mean` and `std` are what the ops make; where the size the crops make
-    depends on the images', `crop_size` is what the check found they all make
-    (`with_source_sizes`).
+    `ops` is the augmentation, in order (`dali_loader.ops`; () is none: the images as they
+    are, which must then share one size). Left None, the keyword recipe makes it:
+    Train: random-resized crop (torchvision's `scale` and `ratio`), horizontal flip with
+    `flip_prob`, rotation by an angle uniform in [-rotate_degrees, rotate_degrees] (bilinear,
+    corners filled with black), normalization with `mean`/`std` on the 0..1 scale.
+    Eval: resize the shorter side to image_size / 0.875 (256 for 224), center crop
+    `image_size`, normalize (torchvision's Resize and CenterCrop, pixel for pixel).
+    Given, `image_size`, `mean` and `std` are what the ops make. What depends on the images'
+    sizes is found from the check's (`with_source_sizes`): `crop_size`, what the crops make
+    where the ops leave it to the images, and `smallest_source`, whether a crop pads.
     Images decode to RGB with EXIF orientation applied, as an image viewer shows them.
     """
 
@@ -66,17 +68,19 @@ class LoaderSpec:
     channels_last: bool = False
     shard_id: int = 0
     num_shards: int = 1
-    ops: tuple[Op, ...] = ()
+    ops: tuple[Op, ...] | None = None  # a tuple once made
     crop_size: tuple[int, int] | None = None
+    smallest_source: tuple[int, int] | None = None  # (height, width): no image is smaller
 
     def __post_init__(self) -> None:
         self._normalize_types()
-        if not self.ops:
+        if self.ops is None:
             self._check_recipe()
             object.__setattr__(self, "ops", self._keyword_ops())
-        from .plan import plan_of, static_size
+        from .plan import ANY_SIZE, plan_of, static_size
 
-        plan = plan_of(self.ops)
+        # the order and the stages; whether crops pad waits for the images (with_source_sizes)
+        plan = plan_of(self.ops, self.smallest_source or ANY_SIZE)
         if self.crop_size is None:
             object.__setattr__(self, "crop_size", static_size(plan.crops))
         if self.crop_size is not None:
@@ -112,7 +116,7 @@ class LoaderSpec:
     def plan(self) -> Plan:
         from .plan import plan_of
 
-        return plan_of(self.ops)
+        return plan_of(self.ops or (), self.smallest_source)
 
     @property
     def channels(self) -> int:
@@ -134,6 +138,14 @@ class LoaderSpec:
         from .plan import output_size
 
         unique, first = np.unique(np.asarray(sizes).reshape(-1, 2), axis=0, return_index=True)
+        if len(unique) and self.smallest_source is None:
+            least = (int(unique[:, 1].min()), int(unique[:, 0].min()))
+            try:
+                spec = dataclasses.replace(self, smallest_source=least)
+            except ConfigError as error:
+                small = int(first[np.argmin(unique[:, 0] * unique[:, 1])])
+                raise ConfigError(f"{error} (the smallest image: {names[small]})") from None
+            return spec.with_source_sizes(sizes, names)
         outputs: dict[tuple[int, int], int] = {}
         for (width, height), row in zip(unique.tolist(), first.tolist(), strict=True):
             outputs.setdefault(output_size(self.plan.crops, (height, width)), row)

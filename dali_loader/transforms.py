@@ -15,7 +15,7 @@ from typing import Any
 
 from . import ops
 from .errors import ConfigError
-from .plan import plan_of
+from .plan import ANY_SIZE, plan_of
 
 SUPPORTED = (
     "RandomResizedCrop, RandomCrop, CenterCrop, Resize, RandomHorizontalFlip, "
@@ -103,7 +103,9 @@ def compile_transform(transform: object) -> Compiled:
             "the loader delivers float batches"
         )
     compiled = tuple(reader.steps)
-    plan_of(compiled)  # the order, the fills, the channels: refused here, naming the op
+    # the order, the fills, the channels: refused here, naming the op (the images' sizes are
+    # checked with them, `LoaderSpec.with_source_sizes`)
+    plan_of(compiled, ANY_SIZE)
     return Compiled(compiled, reader.dtype)
 
 
@@ -203,6 +205,9 @@ def _random_crop(step: Any) -> ops.Op:
         raise _unsupported(step, f"padding_mode={mode!r}: only 'constant' is taken")
     size = _size(step.size, step)
     padding = _padding(step.padding, step)
+    if ".v2." in type(step).__module__ and step.padding is not None:
+        left, right, top, bottom = padding  # v2 keeps it parsed, in this order
+        padding = (left, top, right, bottom)
     height, width = size
     if max(padding[0], padding[2]) >= width or max(padding[1], padding[3]) >= height:
         raise _unsupported(step, f"padding {padding} as large as the crop {size}")

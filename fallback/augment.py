@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 
 from dali_loader.errors import DatasetError
+from dali_loader.hue import Ops, turn_hue
 from dali_loader.imaging import rgb8
 from dali_loader.ops import ColorJitter, GaussianBlur, Grayscale
 from dali_loader.params import GRAY
@@ -202,6 +203,14 @@ def _pixel_centers(count: int) -> torch.Tensor:
     return torch.arange(count, dtype=torch.float32) + 0.5
 
 
+_TORCH = Ops(
+    maximum=torch.maximum,
+    minimum=torch.minimum,
+    floor=torch.floor,
+    as_float=lambda mask: mask.float(),
+)
+
+
 def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> torch.Tensor:
     """The color ops in order, on floats (0..255), rounded once at the end."""
     x = canvas.float()
@@ -214,6 +223,9 @@ def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> 
                     b = float(params[f"c{k}.b{j}"][0])
                     x_m += b * torch.einsum("c,chw->hw", gray, x).mean()
                 x = x_m.clamp_(0, 255)
+                if f"c{k}.h{j}" in params:  # hue enabled (a turn of 0 elsewhere)
+                    turns = float(params[f"c{k}.h{j}"][0])
+                    x = torch.stack(turn_hue(x[0], x[1], x[2], turns, _TORCH))
         elif isinstance(op, Grayscale):
             if op.channels == 1:
                 x = torch.einsum("c,chw->hw", gray, x)[None]

@@ -65,6 +65,7 @@ class TorchvisionLoader(BaseLoader):
         as_is: Callable[[Image.Image], object] | None = None,
     ) -> None:
         super().__init__(checked, spec, device)
+        spec = self.spec  # checked against the images: the output size, whether crops pad
         index = checked.index
         self._as_is = as_is
         shape: tuple[int, ...] = (spec.channels, *spec.image_size)
