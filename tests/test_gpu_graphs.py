@@ -23,7 +23,6 @@ import torch
 
 from dali_loader import BackendUnavailableError, create_loader, ops, params, pipeline
 from dali_loader.pipeline import build_or_explain, define_decode_probe, define_pipeline
-from dali_loader.plan import plan_of
 from dali_loader.spec import DTYPES, LoaderSpec
 
 from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices, write_index_folder
@@ -70,10 +69,12 @@ OP_LISTS: dict[str, tuple[ops.Op, ...]] = {
 # (the keyword recipe's fields become ops: varied through OP_LISTS).
 VARIED = {"ops", "dtype", "channels_last"}
 KEYWORD_RECIPE = {"train", "image_size", "scale", "ratio", "flip_prob", "rotate_degrees"}
+# Found from the images (with_source_sizes): the branches they choose are the plans' flags,
+# each taken by some entry of OP_LISTS.
+FROM_THE_IMAGES = {"crop_size", "smallest_source"}
 # The fields that only change an operator's argument values, never which operators run.
 VALUES_ONLY = {
     "batch_size",
-    "crop_size",
     "shuffle",
     "drop_last",
     "seed",
@@ -113,7 +114,7 @@ def built_on_this_machine(pipe: Any) -> None:
 
 def test_every_spec_field_is_covered_by_the_graph_combinations() -> None:
     fields = {field.name for field in dataclasses.fields(LoaderSpec)}
-    assert fields == VARIED | KEYWORD_RECIPE | VALUES_ONLY, (
+    assert fields == VARIED | KEYWORD_RECIPE | FROM_THE_IMAGES | VALUES_ONLY, (
         "a LoaderSpec field was added or removed: vary it in GRAPH_COMBOS if it changes the "
         "graph's operators, else list it in VALUES_ONLY"
     )
@@ -123,7 +124,7 @@ def test_every_op_and_every_stage_branch_is_in_the_op_lists() -> None:
     used = {type(op) for listed in OP_LISTS.values() for op in listed}
     defined = {v for v in vars(ops).values() if isinstance(v, type) and issubclass(v, ops.Op)}
     assert used == defined - {ops.Op}, "a new op: add it to an OP_LISTS entry"
-    plans = [plan_of(listed) for listed in OP_LISTS.values()]
+    plans = [_spec(name).plan for name in OP_LISTS]
     for flag in ("region", "resized", "padded", "mirror_only", "bilinear", "warped"):
         assert {bool(getattr(plan, flag)) for plan in plans} == {True, False}, flag
     assert {plan.channels for plan in plans} == {1, 3}
