@@ -115,7 +115,7 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
             f"Normalize has {len(mean)} values for {channels} channel(s): give one per channel"
         )
     region, resized, padded = True, False, False
-    pad_fill = (0, 0, 0)
+    pad_fills: set[tuple[int, int, int]] = set()
     for op in crops:
         if isinstance(op, (Resize, RandomResizedCrop)) and padded:
             raise ConfigError(
@@ -126,14 +126,19 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
             region = False  # the box is a fraction of the source's pixels
         if isinstance(op, (Resize, RandomResizedCrop)):
             resized = True
+        pads = isinstance(op, RandomCrop) and any(op.padding)
         if isinstance(op, CROPS) and (smallest is None or not _fits(op.size, smallest)):
             # CenterCrop pads a smaller image; RandomCrop pads it if told to, else refuses it
-            padded = padded or isinstance(op, CenterCrop) or op.pad_if_needed
-        if isinstance(op, RandomCrop) and any(op.padding):
+            pads = pads or isinstance(op, CenterCrop) or op.pad_if_needed
+        if pads:
+            pad_fills.add(op.fill if isinstance(op, RandomCrop) else (0, 0, 0))
             padded = True
-        if isinstance(op, RandomCrop) and padded:
-            pad_fill = op.fill
         smallest = _lower_bound(op, smallest)  # a lower bound of the image's size, or None
+    if len(pad_fills) > 1:
+        raise ConfigError(
+            f"the crops pad with different fills {sorted(pad_fills)} (CenterCrop pads with "
+            "black): give them one fill"
+        )
     affines = [op for op in warps if isinstance(op, Affine)]
     fills = {op.fill for op in affines} | {
         float(f) for op in warps if isinstance(op, RandomCrop) for f in op.fill
@@ -154,7 +159,7 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
         region=region,
         resized=resized,
         padded=padded,
-        pad_fill=pad_fill,
+        pad_fill=pad_fills.pop() if pad_fills else (0, 0, 0),
         mirror_only=mirror_only,
         bilinear=any(op.bilinear for op in affines),
         warp_fill=fills.pop() if fills else 0.0,
