@@ -14,7 +14,8 @@ image.
 
 from __future__ import annotations
 
-import math
+import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as V2
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2.functional._color import _rgb_to_hsv
 
@@ -70,14 +72,11 @@ def pngs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def through_loader(
-    paths: list[Path], steps: list[Any], backend: str, labels: list[int] | None = None
-) -> torch.Tensor:
+def through_loader(paths: list[Path], steps: list[Any], backend: str) -> torch.Tensor:
     """The first batch of `Compose([*steps, ToTensor()])` over `paths`, in 0..255 levels: whole
     ones (ToTensor's v / 255 of uint8 pixels)."""
-    source = ([str(p) for p in paths], labels if labels is not None else [0] * len(paths))
     loader = create_loader(
-        source,
+        ([str(p) for p in paths], [0] * len(paths)),
         batch_size=len(paths),
         backend=backend,
         transform=T.Compose([*steps, T.ToTensor()]),
@@ -96,7 +95,7 @@ def torchvisions(path: Path, op: Callable[[Image.Image], Any]) -> torch.Tensor:
     with Image.open(path) as image:
         out = op(image.convert("RGB"))
     tensor = F.pil_to_tensor(out) if isinstance(out, Image.Image) else out
-    return tensor.double()
+    return torch.as_tensor(tensor).double()
 
 
 def differences(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
@@ -127,6 +126,23 @@ CASES = {
     ),
     # upscaling: 0.00 / 1 | 0.25 / 1
     "resize-up": Case(T.Resize(80), lambda im: F.resize(im, [80]), 0.4, 3),
+    # a crop of the resized image: the loaders resize the fractional box of the source at once
+    "resize-then-center-crop": Case(
+        T.Compose([T.Resize(40), T.CenterCrop((30, 34))]),
+        lambda im: F.center_crop(F.resize(im, [40]), [30, 34]),
+        0.4,
+        3,
+    ),
+    # scale and ratio that no window fits but the whole image (square) or torchvision's fallback,
+    # the centered square (wide, tall): a fixed box, resized
+    "random-resized-crop-fixed": Case(
+        T.RandomResizedCrop(32, scale=(1.0, 1.0), ratio=(1.0, 1.0)),
+        lambda im: F.resized_crop(
+            im, *T.RandomResizedCrop.get_params(im, [1.0, 1.0], [1.0, 1.0]), [32, 32]
+        ),
+        0.4,
+        3,
+    ),
     "center-crop-smaller": Case(
         T.CenterCrop((30, 25)), lambda im: F.center_crop(im, [30, 25]), 0, 0
     ),
@@ -198,7 +214,8 @@ def test_grayscale_has_the_channels_asked(pngs: list[Path], backend: str, channe
 
 @dataclass(frozen=True)
 class Warp:
-    """A turn or affine with fixed parameters: `reference(image, fill)` is torchvision's op.
+    """Flips, turns, affines and crops after them, their parameters fixed: `reference(image,
+    interpolation)` is torchvision's ops on `image`, filling with `fill`.
 
     Inside the image (every bilinear tap on source pixels) the pixels must be torchvision's
     within `interior_max`; at the image's edge the backends blend the fill as DALI's
@@ -207,22 +224,29 @@ class Warp:
     image is held to a mean bound and a bound on the share of pixels more than 2 levels off.
     """
 
-    step: Any
-    reference: Callable[[Any, float], Any]
+    steps: list[Any]
+    reference: Callable[[Any, InterpolationMode, float], Any]
+    mode: InterpolationMode
+    fill: float
     interior_max: float
     interior_mean: float
     mean: float
     far_share: float  # of pixels (and channels) more than 2 levels off
 
 
-def _rotation(angle: float, mode: InterpolationMode, fill: int) -> tuple[Any, Any]:
+def rotation(angle: float, mode: InterpolationMode, fill: int, *bounds: float) -> Warp:
     step = T.RandomRotation((angle, angle), interpolation=mode, fill=fill)
-    return step, lambda im, f: F.rotate(im, angle, mode, fill=f)
+    return Warp([step], lambda im, m, f: F.rotate(im, angle, m, fill=f), mode, fill, *bounds)
 
 
-def _affine(
-    angle: float, scale: float, shear: tuple[float, float], mode: InterpolationMode, fill: int
-) -> tuple[Any, Any]:
+def affine(
+    angle: float,
+    scale: float,
+    shear: tuple[float, float],
+    mode: InterpolationMode,
+    fill: int,
+    *bounds: float,
+) -> Warp:
     step = T.RandomAffine(
         (angle, angle),
         scale=(scale, scale),
@@ -230,26 +254,69 @@ def _affine(
         interpolation=mode,
         fill=fill,
     )
-    return step, lambda im, f: F.affine(im, angle, [0, 0], scale, list(shear), mode, fill=f)
+
+    def reference(im: Any, m: InterpolationMode, f: float) -> Any:
+        return F.affine(im, angle, [0, 0], scale, list(shear), m, fill=f)
+
+    return Warp([step], reference, mode, fill, *bounds)
 
 
-# Measured, all three images (whole mean, share > 2 levels; interior mean / max), the same on
-# both backends: nearest: exact but for 0.03% of pixels (a tap on a pixel's edge, rounded the
-# other way); bilinear rotation: 1.03, 3.6%; 0.48 / 1; bilinear affine: 1.8, 4.9%; 0.51 / 1.
-# Against torchvision's tensor op (not the PIL one used here) the interior is exact.
+def flipped_then_turned(im: Any, m: InterpolationMode, f: float) -> Any:
+    return F.rotate(F.vertical_flip(F.horizontal_flip(im)), 30, m, fill=f)
+
+
+def turned_then_cropped(im: Any, m: InterpolationMode, f: float) -> Any:
+    return F.center_crop(F.affine(im, -20, [0, 0], 1.1, [5.0, 0.0], m, fill=f), [30, 26])
+
+
+# Measured, the worst of the three images (whole mean, share > 2 levels; interior mean / max),
+# the same on both backends: rotation nearest: exact; affine nearest: 0.005, 0.03%; 0.005 / 21
+# (a few taps on a pixel's edge, rounded the other way); bilinear rotations: 1.01, 3.2%;
+# 0.49 / 1 (fill 100) and 1.64, 3.4%; 0.50 / 1 (black); bilinear affine: 1.35, 3.9%; 0.50 / 1;
+# flips then a turn: 1.09, 3.3%; 0.50 / 1; an affine then a center crop inside its frame: 0.50,
+# 0%; 0.50 / 1.
+# Against torchvision's tensor op (not the PIL one ImageFolder runs) the interior is exact.
 WARPS = {
-    "rotation-nearest": Warp(*_rotation(25, NEAREST, 100), 255, 0.05, 0.1, 0.005),
-    "rotation-bilinear": Warp(*_rotation(-40, BILINEAR, 100), 1, 0.6, 2.0, 0.07),
-    "rotation-bilinear-black": Warp(*_rotation(63, BILINEAR, 0), 1, 0.6, 2.5, 0.07),
-    "affine-nearest": Warp(*_affine(-30, 1.2, (-8, 6), NEAREST, 0), 255, 0.05, 0.1, 0.005),
-    "affine-bilinear": Warp(*_affine(20, 0.8, (10, -5), BILINEAR, 50), 1, 0.6, 2.5, 0.08),
+    "rotation-nearest": rotation(25, NEAREST, 100, 255, 0.05, 0.1, 0.005),
+    "rotation-bilinear": rotation(-40, BILINEAR, 100, 1, 0.6, 1.6, 0.05),
+    "rotation-bilinear-black": rotation(63, BILINEAR, 0, 1, 0.6, 2.2, 0.05),
+    "affine-nearest": affine(-30, 1.2, (-8, 6), NEAREST, 0, 255, 0.05, 0.1, 0.005),
+    "affine-bilinear": affine(20, 0.8, (10, -5), BILINEAR, 50, 1, 0.6, 2.0, 0.06),
+    # composed into one map: in torchvision's order, not the reverse
+    "flips-then-rotation": Warp(
+        [
+            T.RandomHorizontalFlip(1.0),
+            T.RandomVerticalFlip(1.0),
+            T.RandomRotation((30, 30), interpolation=BILINEAR, fill=80),
+        ],
+        flipped_then_turned,
+        BILINEAR,
+        80,
+        1,
+        0.6,
+        1.6,
+        0.05,
+    ),
+    "affine-then-center-crop": Warp(
+        [
+            T.RandomAffine((-20, -20), scale=(1.1, 1.1), shear=(5, 5), interpolation=BILINEAR),
+            T.CenterCrop((30, 26)),
+        ],
+        turned_then_cropped,
+        BILINEAR,
+        0,
+        1,
+        0.6,
+        2.2,
+        0.06,
+    ),
 }
 
 
-def interior(reference: Callable[[Any, float], Any], height: int, width: int) -> torch.Tensor:
+def interior(geometry: Callable[[torch.Tensor], Any], height: int, width: int) -> torch.Tensor:
     """(H, W) bool: output pixels whose bilinear taps, and their neighbours', are all inside
     the source (torchvision's warp of ones, filled with zeros, eroded by one pixel)."""
-    coverage = reference(torch.ones(1, height, width), 0.0)
+    coverage = torch.as_tensor(geometry(torch.ones(1, height, width)))
     eroded = -torch.nn.functional.max_pool2d(-coverage[None], 3, stride=1, padding=1)[0]
     return eroded[0] > 0.999
 
@@ -258,14 +325,15 @@ def interior(reference: Callable[[Any, float], Any], height: int, width: int) ->
 @pytest.mark.parametrize("name", list(WARPS))
 def test_a_warp_gives_torchvisions_pixels(pngs: list[Path], backend: str, name: str) -> None:
     warp = WARPS[name]
-    fill = float(warp.step.fill if not isinstance(warp.step.fill, list) else warp.step.fill[0])
     for path in pngs:
-        ours = through_loader([path], [warp.step], backend)[0]
-        theirs = torchvisions(path, lambda im, w=warp, f=fill: w.reference(im, f))
+        ours = through_loader([path], warp.steps, backend)[0]
+        theirs = torchvisions(path, lambda im: warp.reference(im, warp.mode, warp.fill))
         diff = differences(ours, theirs)
-        inside = interior(_bilinear(warp), *ours.shape[1:])
+        height, width = Image.open(path).size[::-1]
+        inside = interior(lambda ones: warp.reference(ones, BILINEAR, 0.0), height, width)
+        assert inside.shape == ours.shape[1:]
         assert inside.float().mean() > 0.4  # most of the image is compared tightly
-        summary = {
+        summary: dict[str, Any] = {
             "image": path.name,
             "mean": float(diff.mean()),
             "far": float((diff > 2).double().mean()),
@@ -277,84 +345,128 @@ def test_a_warp_gives_torchvisions_pixels(pngs: list[Path], backend: str, name: 
         assert summary["mean"] <= warp.mean and summary["far"] <= warp.far_share, summary
 
 
-def _bilinear(warp: Warp) -> Callable[[Any, float], Any]:
-    """The warp's geometry with bilinear taps: which output pixels see the source's edge."""
-    step = warp.step
-    if isinstance(step, T.RandomRotation):
-        angle = float(step.degrees[0])
-        return lambda im, f: F.rotate(im, angle, BILINEAR, fill=f)
-    angle, scale = float(step.degrees[0]), float(step.scale[0])
-    shear = [float(step.shear[0]), float(step.shear[2])]
-    return lambda im, f: F.affine(im, angle, [0, 0], scale, shear, BILINEAR, fill=f)
+# A crop after a turn is a shift of the turn's output window. Where the window reaches past the
+# turned image's frame (a CenterCrop larger than the image, a RandomCrop's padding), torchvision
+# shows the fill, the loaders what the turn pushed off the frame (README, "Where the pixels
+# differ from torchvision's own"): as if the turn had a canvas that large. Measured (48x48, a turn
+# by 30 degrees, both backends alike): inside the frame as any warp (0.49 / 1); the whole
+# image 12.2 levels from torchvision on average; within a level of the model everywhere.
+def turned_on_a_larger_canvas(image: Any, margin: int) -> Any:
+    """The documented model: the image padded by `margin` on every side, then turned."""
+    return F.rotate(F.pad(image, [margin]), 30, BILINEAR)
 
 
-# --- Hue: a turn in YIQ's chroma plane, not HSV's --------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_crop_larger_than_the_turned_frame_shows_what_the_turn_pushed_off(
+    pngs: list[Path], backend: str
+) -> None:
+    path = pngs[0]  # 48x48
+    turn = T.RandomRotation((30, 30), interpolation=BILINEAR)
+    ours = through_loader([path], [turn, T.CenterCrop(60)], backend)[0]
+    theirs = torchvisions(path, lambda im: F.center_crop(F.rotate(im, 30, BILINEAR), [60, 60]))
+    diff = differences(ours, theirs)
+    model = torchvisions(path, lambda im: turned_on_a_larger_canvas(im, 6))
+    inside = interior(lambda ones: turned_on_a_larger_canvas(ones, 6), 48, 48)
+    frame = torch.zeros(60, 60, dtype=torch.bool)
+    frame[7:53, 7:53] = True  # torchvision's turned 48x48, less a pixel
+    assert diff[:, frame & inside].max() <= 1 and diff[:, frame & inside].mean() <= 0.6
+    assert diff.mean() <= 15, float(diff.mean())  # the band outside the frame: the deviation
+    band = torch.ones(60, 60, dtype=torch.bool)
+    band[6:54, 6:54] = False  # outside torchvision's turned 48x48: its fill, all of it
+    assert (theirs[:, band] == 0).all()
+    # the loaders there: the documented model (to update if they learn torchvision's fill)
+    model_diff = differences(ours, model)
+    assert model_diff.max() <= 1 and model_diff.mean() <= 0.5, float(model_diff.mean())
+    # a RandomCrop's padding after the turn: a window of the same larger canvas
+    out = through_loader([path] * 6, [turn, T.RandomCrop(48, padding=6)], backend)
+    offsets = set()
+    for levels in out:
+        windows = {
+            (x, y): differences(levels, model[:, y : y + 48, x : x + 48])
+            for y in range(13)
+            for x in range(13)
+        }
+        offset = min(windows, key=lambda xy: float(windows[xy].mean()))
+        assert windows[offset].max() <= 1, (offset, float(windows[offset].max()))
+        offsets.add(offset)
+    assert len(offsets) >= 3, offsets
+
+
+# --- Hue ------------------------------------------------------------------------------------
 
 
 def hsv_hue(levels: torch.Tensor) -> torch.Tensor:
     """(H, W) hue in turns of (3, H, W) 0..255 levels."""
-    return _rgb_to_hsv(levels.float() / 255)[0]
+    return torch.as_tensor(_rgb_to_hsv(levels.float() / 255)[0])
 
 
-# The loaders turn the hue in YIQ's (I, Q) plane (it keeps the luma), torchvision turns HSV's
-# hue (it keeps HSV's value): the same hue, measured in HSV, moves by 0.07..0.14 of a turn for
-# hue=0.1 (10th and 90th percentiles of saturated pixels), and the pixels differ by 19-22 levels
-# on average, 93-100 at most, on these images: as much as the op itself changes them (22-23 /
-# 150, hue=0.1 against no hue at all). Hence the bounds: the pixels within 25 / 110 levels of
-# torchvision's, the HSV hue of saturated pixels moved as torchvision's (median within 0.02 of a
-# turn, nine in ten between 0.04 and 0.16). Measured with the turn's sign corrected: the backends
-# turn the hue the other way (see the xfail).
-HUE = 0.1
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="params.hue_matrices turns the hue backwards: hue=+0.1 moves HSV hue by -0.11 "
-    "(red toward magenta); torchvision's adjust_hue(+0.1) moves it by +0.1 (red toward orange)",
-)
+# The loaders turn the hue as torchvision's tensor kernel does (float HSV); ImageFolder's PIL
+# images go through PIL's 8-bit HSV (the turn in 1/255 steps: 0.1 -> 25/255, the values rounded
+# on the way). Measured, the three images, both backends alike: the tensor kernel 0.06 / 1; the
+# PIL path 1.11 / 14 (hue=0.1), 0.47 / 8 (hue=-0.3); the HSV hue of saturated pixels moved by the
+# turn asked within 0.0007 (nine in ten; the median exactly).
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_hue_turns_as_torchvisions_within_the_yiq_difference(
+@pytest.mark.parametrize("turn", [0.1, -0.3])
+def test_hue_gives_torchvisions_pixels(pngs: list[Path], backend: str, turn: float) -> None:
+    for path in pngs:
+        ours = through_loader([path], [T.ColorJitter(hue=(turn, turn))], backend)[0]
+        source = torchvisions(path, lambda im: im)
+        kernel = torchvisions(path, lambda im: F.adjust_hue(F.pil_to_tensor(im), turn))
+        diff = differences(ours, kernel)
+        assert diff.mean() <= 0.1 and diff.max() <= 1, (float(diff.mean()), float(diff.max()))
+        diff = differences(ours, torchvisions(path, lambda im: F.adjust_hue(im, turn)))
+        assert diff.mean() <= 1.5 and diff.max() <= 20, (float(diff.mean()), float(diff.max()))
+        saturated = _rgb_to_hsv(source.float() / 255)[1] > 0.2
+        assert saturated.double().mean() > 0.5
+        moved = ((hsv_hue(ours) - hsv_hue(source) + 0.5) % 1 - 0.5)[saturated]
+        low, high = (float(moved.quantile(q)) for q in (0.1, 0.9))
+        assert turn - 0.002 <= low and high <= turn + 0.002, (low, high)
+
+
+# ColorJitter with every property: each image takes them in its own drawn order, as torchvision's
+# ColorJitter does. The loaders compute in floats and round once: torchvision's kernels on a
+# float image, in the image's order, give the same pixels (measured: equal, every image); the
+# PIL path rounds to 8 bits after each property (and turns the hue in 8-bit HSV): measured 1.10
+# to 1.66 / 8 to 18, in the order that fits best.
+JITTER = [
+    (F.adjust_brightness, 1.3),
+    (F.adjust_contrast, 0.6),
+    (F.adjust_saturation, 1.5),
+    (F.adjust_hue, 0.1),
+]
+
+
+def jittered(image: Any, order: tuple[int, ...]) -> Any:
+    for k in order:
+        function, factor = JITTER[k]
+        image = function(image, factor)
+    return image
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_color_jitter_applies_its_properties_in_a_drawn_order(
     pngs: list[Path], backend: str
 ) -> None:
-    for path in pngs:
-        ours = through_loader([path], [T.ColorJitter(hue=(HUE, HUE))], backend)[0]
-        theirs = torchvisions(path, lambda im: F.adjust_hue(im, HUE))
-        source = torchvisions(path, lambda im: im)
-        saturated = _rgb_to_hsv(source.float() / 255)[1] > 0.2
-        assert saturated.float().mean() > 0.5
-
-        def moved(levels: torch.Tensor, src: torch.Tensor = source) -> torch.Tensor:
-            return ((hsv_hue(levels) - hsv_hue(src) + 0.5) % 1 - 0.5)[saturated]
-
-        shift, expected = moved(ours), moved(theirs)
-        assert abs(float(shift.median() - expected.median())) <= 0.02, float(shift.median())
-        assert 0.04 <= float(shift.quantile(0.1)) and float(shift.quantile(0.9)) <= 0.16
-        diff = differences(ours, theirs)
-        assert diff.mean() <= 25 and diff.max() <= 110, (float(diff.mean()), float(diff.max()))
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_hue_keeps_the_luma_and_changes_the_colors(pngs: list[Path], backend: str) -> None:
-    """What the YIQ turn is, whichever way it turns: the luma stays, the chroma turns by the
-    asked angle (a turn of 0.1 moves (I, Q) by 36 degrees)."""
-    yiq = torch.tensor(
-        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-        dtype=torch.float64,
+    step = T.ColorJitter(
+        brightness=(1.3, 1.3), contrast=(0.6, 0.6), saturation=(1.5, 1.5), hue=(0.1, 0.1)
     )
-    path = pngs[1]
-    levels = through_loader([path], [T.ColorJitter(hue=(HUE, HUE))], backend)[0]
-    ours = torch.einsum("ij,jhw->ihw", yiq, levels)
-    source = torch.einsum("ij,jhw->ihw", yiq, torchvisions(path, lambda im: im))
-    unclipped = ((levels > 0) & (levels < 255)).all(dim=0)  # measured: 78% of the pixels
-    assert unclipped.double().mean() > 0.5
-    luma = (ours[0] - source[0]).abs()[unclipped]
-    assert luma.max() <= 0.6, float(luma.max())  # rounding only: measured 0.48
-    strong = (source[1:].norm(dim=0) > 20) & unclipped
-    turned = torch.atan2(ours[2], ours[1]) - torch.atan2(source[2], source[1])
-    degrees = torch.rad2deg((turned[strong] + math.pi) % (2 * math.pi) - math.pi).abs()
-    # measured: 35.6 to 36.5 degrees (5th to 95th percentile), rounding to whole levels
-    low, high = (float(degrees.quantile(q)) for q in (0.05, 0.95))
-    assert 35 <= low and high <= 37, (low, high)
+    path = pngs[2]
+    out = through_loader([path] * 8, [step], backend)
+    orders = list(itertools.permutations(range(4)))
+
+    def floats(im: Image.Image, order: tuple[int, ...]) -> torch.Tensor:
+        return torch.as_tensor(jittered(F.pil_to_tensor(im).double() / 255, order) * 255).round()
+
+    kernel = [torchvisions(path, functools.partial(floats, order=o)) for o in orders]
+    pil = [torchvisions(path, functools.partial(jittered, order=o)) for o in orders]
+    found = set()
+    for ours in out:
+        best = min(range(24), key=lambda k: float(differences(ours, kernel[k]).mean()))
+        assert differences(ours, kernel[best]).max() <= 1, orders[best]
+        found.add(orders[best])
+        diff = min((differences(ours, theirs) for theirs in pil), key=lambda d: float(d.mean()))
+        assert diff.mean() <= 2.2 and diff.max() <= 24, (float(diff.mean()), float(diff.max()))
+    assert len(found) >= 3, found  # drawn per image (measured: 6 orders in 8 images)
 
 
 # --- Crops: exact windows -------------------------------------------------------------------
@@ -387,14 +499,20 @@ def window_offset(
 
 
 def torchvision_padded(
-    image: np.ndarray, crop: tuple[int, int], padding: int, fill: tuple[int, int, int], needed: bool
+    image: np.ndarray,
+    crop: tuple[int, int],
+    padding: int | tuple[int, ...],
+    fill: tuple[int, int, int],
+    needed: bool,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """What RandomCrop.forward crops from: the image padded by `padding`, then (pad_if_needed)
-    on both sides by what is missing: (3, H, W) and the (left, top) padding."""
+    """What RandomCrop.forward crops from: the image padded by `padding` (torchvision's: one
+    value, (left/right, top/bottom) or (left, top, right, bottom)), then (pad_if_needed) on
+    both sides by what is missing: (3, H, W) and the (left, top) padding."""
     tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
-    left = top = padding
-    if padding:
-        tensor = F.pad(tensor, [padding], fill=list(fill))
+    sides = list(padding) if isinstance(padding, tuple) else [padding]
+    left, top = sides[0], sides[1 % len(sides)]
+    if any(sides):
+        tensor = F.pad(tensor, sides, fill=list(fill))
     height, width = tensor.shape[1:]
     if needed and width < crop[1]:
         tensor = F.pad(tensor, [crop[1] - width, 0], fill=list(fill))
@@ -405,41 +523,98 @@ def torchvision_padded(
     return tensor.numpy(), (left, top)
 
 
-CROPS = {
+CROPS: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {
     # (source width, height), RandomCrop's keywords
     "fixed": ((64, 40), {"size": (20, 30)}),
     "fixed-square-of-tall": ((37, 53), {"size": 25}),
     "padding-fill": ((32, 32), {"size": 32, "padding": 4, "fill": (7, 11, 13)}),
     "padding-black-wide": ((40, 30), {"size": (30, 40), "padding": 4}),
+    "padding-each-side": ((40, 30), {"size": (30, 40), "padding": (1, 2, 3, 4), "fill": 60}),
+    "padding-two-sides": ((32, 32), {"size": 32, "padding": (2, 5), "fill": (5, 6, 7)}),
     "pad-if-needed": ((30, 26), {"size": (40, 44), "pad_if_needed": True, "fill": (9, 90, 3)}),
     "pad-if-needed-one-side": ((50, 26), {"size": (30, 44), "pad_if_needed": True}),
 }
 
 
+FLIPS: dict[str | None, list[Any]] = {
+    None: [],
+    "horizontal": [T.RandomHorizontalFlip(1.0)],
+    "vertical": [T.RandomVerticalFlip(1.0)],
+}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("flip", [None, "horizontal", "vertical"])
+@pytest.mark.parametrize("flip", list(FLIPS))
 @pytest.mark.parametrize("name", list(CROPS))
 def test_random_crop_is_an_exact_window_of_the_padded_source(
     tmp_path: Path, backend: str, flip: str | None, name: str
 ) -> None:
-    (width, height), keywords = CROPS[name]
+    """Eight copies of a coordinate image: each output is exactly a window of the image as
+    RandomCrop.forward pads it (the fill where it pads), mirrored where a flip follows, at an
+    offset torchvision could draw, and the offsets differ between samples."""
+    assert_exact_windows(tmp_path, backend, flip, T.RandomCrop(**CROPS[name][1]), *CROPS[name])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(CROPS))
+def test_v2_random_crop_is_the_same_window(tmp_path: Path, backend: str, name: str) -> None:
+    """torchvision.transforms.v2's RandomCrop keeps its padding in another order (left, right,
+    top, bottom): read as v1's."""
+    step = V2.RandomCrop(**CROPS[name][1])
+    assert_exact_windows(tmp_path, backend, None, step, *CROPS[name])
+
+
+def assert_exact_windows(
+    tmp_path: Path,
+    backend: str,
+    flip: str | None,
+    step: Any,
+    source_size: tuple[int, int],
+    keywords: dict[str, Any],
+) -> None:
+    width, height = source_size
     image = coordinate_image(width, height)
     path = tmp_path / "coordinates.png"
     Image.fromarray(image).save(path)
-    step = T.RandomCrop(**keywords)
-    flips = {None: [], "horizontal": [T.RandomHorizontalFlip(1.0)]}
-    flips["vertical"] = [T.RandomVerticalFlip(1.0)]
-    out = levels8(through_loader([path] * 8, [step, *flips[flip]], backend))
+    out = levels8(through_loader([path] * 8, [step, *FLIPS[flip]], backend))
     size = keywords["size"] if isinstance(keywords["size"], tuple) else (keywords["size"],) * 2
     assert out.shape == (8, 3, *size)
     if flip == "vertical":
         out = np.ascontiguousarray(out[:, :, ::-1])  # undone: the window test is left-right
     fill = keywords.get("fill", (0, 0, 0))
+    fill = fill if isinstance(fill, tuple) else (fill,) * 3
     padded, pad = torchvision_padded(
         image, size, keywords.get("padding", 0), fill, keywords.get("pad_if_needed", False)
     )
     offsets = {window_offset(o, padded, pad, flip == "horizontal") for o in out}
     assert len(offsets) >= 3, offsets  # drawn per sample, not one window for all
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", [NEAREST, BILINEAR])
+def test_random_affine_translates_as_torchvision(
+    tmp_path: Path, backend: str, mode: InterpolationMode
+) -> None:
+    """The translation is random (its distribution: test_op_draws); whatever was drawn, the
+    image is torchvision's F.affine with it: shifted by whole pixels, exactly, the fill
+    elsewhere. The shift is read off the coordinate pixels."""
+    width, height = 48, 40
+    image = coordinate_image(width, height)
+    path = tmp_path / "coordinates.png"
+    Image.fromarray(image).save(path)
+    step = T.RandomAffine(0, translate=(0.2, 0.25), interpolation=mode, fill=7)
+    out = levels8(through_loader([path] * 8, [step], backend))
+    source = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    shifts = set()
+    for levels in out:
+        rows, cols = np.nonzero(levels[2] == BLUE)
+        tx = int(cols[0]) - int(levels[0, rows[0], cols[0]])
+        ty = int(rows[0]) - int(levels[1, rows[0], cols[0]])
+        assert abs(tx) <= round(0.2 * width) and abs(ty) <= round(0.25 * height), (tx, ty)
+        expected = F.affine(source, 0.0, [tx, ty], 1.0, [0.0, 0.0], mode, fill=7)
+        assert np.array_equal(levels, expected.numpy()), (tx, ty)
+        shifts.add((tx, ty))
+    assert len(shifts) >= 6, shifts
 
 
 # --- The classic pipelines -------------------------------------------------------------------
@@ -546,7 +721,7 @@ def test_the_turned_pipeline_runs_on_a_list_of_paths(
     images, labels = turned_batch(mixed_pngs, backend)
     assert images.shape == (6, 3, 64, 64) and images.dtype == torch.float32
     assert labels.tolist() == mixed_pngs[1]  # not shuffled: the order given
-    assert 0 <= float(images.min()) and float(images.max()) <= 1
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
     resized = torch.stack(
         [torchvisions(Path(p), lambda im: F.resize(im, [64, 64])) for p in mixed_pngs[0]]
     )
@@ -557,8 +732,9 @@ def test_the_turned_pipeline_runs_on_a_list_of_paths(
 def test_the_backends_give_the_same_pixels_for_the_classic_pipelines(
     cifar_folder: Path, mixed_pngs: tuple[list[str], list[int]]
 ) -> None:
-    """Same seed, same pixels: the CIFAR crops exactly; the turns within a level at almost every
-    pixel (measured: equal; the nearest taps could round differently on an edge)."""
+    """Same seed, same pixels: the CIFAR crops exactly; the turned images as their resizes
+    differ (measured: the 64x64 image equal, the resized ones 0.02-0.17 level on average, 1 at
+    most; the turn itself takes the same nearest taps)."""
     a, labels_a = cifar_epoch(cifar_folder, "torchvision")
     b, labels_b = cifar_epoch(cifar_folder, "dali-cpu")
     assert torch.equal(labels_a, labels_b)
@@ -568,4 +744,5 @@ def test_the_backends_give_the_same_pixels_for_the_classic_pipelines(
     a, _ = turned_batch(mixed_pngs, "torchvision")
     b, _ = turned_batch(mixed_pngs, "dali-cpu")
     diff = (a.double() - b.double()).abs() * 255
-    assert diff.mean() <= 0.1 and (diff > 1).double().mean() <= 0.002, float(diff.mean())
+    assert diff.mean() <= 0.3 and diff.max() <= 2, (float(diff.mean()), float(diff.max()))
+    assert (diff[-1] == 0).all()  # 64x64: not resized
