@@ -73,9 +73,9 @@ def fields(spec: LoaderSpec) -> tuple[str, ...]:
     """The arrays `draw` returns for `spec`, in order: what the DALI graph is fed."""
     plan = spec.plan
     names = ["boxes", *(["inner"] if plan.padded else [])]
-    if plan.mirror_only and plan.warps:
+    if plan.mirror_only and plan.has_warp:
         names.append("flips")
-    elif plan.warps:
+    elif plan.has_warp:
         names.append("matrices")
     for k, op in enumerate(plan.colors):
         names += [f"c{k}.{name}" for name in _color_fields(op)]
@@ -98,7 +98,10 @@ def draw(spec: LoaderSpec, epoch: int, samples: np.ndarray, sizes: np.ndarray) -
     streams = _Streams(spec, epoch, samples)
     state = _Canvas(sizes)
     for position, op in enumerate(plan.crops):
-        state.apply(op, streams.uniforms(position, 4 * _TRIES))
+        if isinstance(op, Flip):
+            state.flip(op.horizontal, streams.active(position, op, op.p))
+        else:
+            state.apply(op, streams.uniforms(position, 4 * _TRIES))
     assert spec.crop_size is not None, "a spec resolved with with_source_sizes"
     height, width = spec.crop_size
     if not ((state.width == width) & (state.height == height)).all():
@@ -112,8 +115,8 @@ def draw(spec: LoaderSpec, epoch: int, samples: np.ndarray, sizes: np.ndarray) -
     if plan.padded:
         x0, y0, x1, y1 = state.inner.T
         arrays["inner"] = np.stack([y0, x0, y1 - y0, x1 - x0], axis=1).astype(np.float32)
-    if plan.warps:
-        matrices, flips = _warp(plan, streams, len(samples), (height, width))
+    if plan.has_warp:
+        matrices, flips = _warp(plan, streams, state, (height, width))
         if plan.mirror_only:
             arrays["flips"] = flips
         else:
@@ -171,7 +174,9 @@ def _mix(x: np.ndarray | np.uint64) -> np.ndarray:
 
 class _Canvas:
     """The crop stage per sample: the source `box` lands on `inner` of a canvas of `width` x
-    `height`, the rest padding (all float64, whole values but the box after a resize)."""
+    `height`, the rest padding (all float64, whole values but the box after a resize). A flip
+    is kept as a flag: windows drawn on the flipped canvas are mirrored onto it, and the warp
+    flips it first."""
 
     def __init__(self, sizes: np.ndarray) -> None:
         self.width = sizes[:, 0].astype(np.float64)
@@ -179,6 +184,14 @@ class _Canvas:
         zeros = np.zeros_like(self.width)
         self.box = np.stack([zeros, zeros, self.width, self.height], axis=1)
         self.inner = self.box.copy()
+        self.flipped_x = np.zeros(len(sizes), dtype=bool)
+        self.flipped_y = np.zeros(len(sizes), dtype=bool)
+
+    def flip(self, horizontal: bool, on: np.ndarray) -> None:
+        if horizontal:
+            self.flipped_x ^= on
+        else:
+            self.flipped_y ^= on
 
     def apply(self, op: Op, u: np.ndarray) -> None:
         if isinstance(op, Resize):
@@ -212,7 +225,10 @@ class _Canvas:
         self.inner = np.stack([zeros, zeros, self.width, self.height], axis=1)
 
     def _cut(self, left: Any, top: Any, width: Any, height: Any) -> None:
-        """The window (left, top, width, height) of the canvas becomes the canvas."""
+        """The window (left, top, width, height) of the canvas as shown (flipped where it is)
+        becomes the canvas."""
+        left = np.where(self.flipped_x, self.width - left - width, left)
+        top = np.where(self.flipped_y, self.height - top - height, top)
         x0, y0, x1, y1 = self.inner.T
         kx0, ky0 = np.maximum(x0, left), np.maximum(y0, top)
         kx1, ky1 = np.minimum(x1, left + width), np.minimum(y1, top + height)
@@ -291,12 +307,16 @@ def random_resized_crops(
 
 
 def _warp(
-    plan: Plan, streams: _Streams, count: int, size: tuple[int, int]
+    plan: Plan, streams: _Streams, canvas: _Canvas, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The composed output-to-canvas maps (N, 3, 3) and, for a mirror alone, the flips."""
+    """The composed output-to-canvas maps (N, 3, 3) and, for a mirror alone, the flips: the
+    crop stage's flips first, then the warp's ops."""
     height, width = size
+    count = len(canvas.width)
     total = np.broadcast_to(np.eye(3), (count, 3, 3)).copy()
-    flips = np.zeros(count, dtype=np.int32)
+    total[canvas.flipped_x, 0, 0], total[canvas.flipped_x, 0, 2] = -1.0, width
+    total[canvas.flipped_y, 1, 1], total[canvas.flipped_y, 1, 2] = -1.0, height
+    flips = canvas.flipped_x.astype(np.int32)
     for position, op in enumerate(plan.warps, start=len(plan.crops)):
         step = np.broadcast_to(np.eye(3), (count, 3, 3)).copy()
         if isinstance(op, Flip):

@@ -100,9 +100,9 @@ def define_pipeline(
         plan = spec.plan
         images = _crop_stage(spec, encoded, drawn, decoder)
         mirror: Any = 0
-        if plan.mirror_only and plan.warps:
+        if plan.mirror_only and plan.has_warp:
             mirror = drawn["flips"]
-        elif plan.warps:
+        elif plan.has_warp:
             images = fn.warp_affine(
                 images,
                 matrix=drawn["matrices"],

@@ -1,9 +1,10 @@
 """An op list cut into the stages every backend runs, with the facts the graphs are built from.
 
-1. Crop stage: the ops that size the image (Resize, crops) before any flip or turn. Together
-   they take one box of the source (its pixels, or a fraction of them after a resize) to an
-   inner rectangle of a fixed-size canvas, the rest of the canvas padding: decoded (the box
-   alone where it is whole pixels), resized once, padded.
+1. Crop stage: the ops that size the image (Resize, crops) before any turn, and the flips among
+   them. Together they take one box of the source (its pixels, or a fraction of them after a
+   resize) to an inner rectangle of a fixed-size canvas, the rest of the canvas padding:
+   decoded (the box alone where it is whole pixels), resized once, padded. A window drawn after
+   a flip is mirrored back onto the source, and the flip moves to the warp.
 2. Warp stage: flips, turns and affines, and the crops after them: one affine map per image
    from the output to the canvas (a plain mirror when the flips are horizontal and alone).
 3. Color stage: ColorJitter, Grayscale, GaussianBlur, in order, on floats, rounded once.
@@ -55,8 +56,19 @@ class Plan:
     warp_fill: float
 
     @property
+    def crop_flips(self) -> tuple[Flip, ...]:
+        """Flips among the crop stage's ops: drawn there (a window drawn after a flip is
+        mirrored back onto the source), applied first in the warp."""
+        return tuple(op for op in self.crops if isinstance(op, Flip))
+
+    @property
+    def has_warp(self) -> bool:
+        return bool(self.warps) or bool(self.crop_flips)
+
+    @property
     def warped(self) -> bool:
-        return bool(self.warps) and not self.mirror_only
+        """A warp that is not a plain mirror: one affine resampling."""
+        return self.has_warp and not self.mirror_only
 
 
 # "every image is at least this large": to check an op list's order before the images are known
@@ -68,9 +80,11 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
     """The stages of `ops`, or a ConfigError naming the op out of place. `smallest` is the
     least (height, width) of the images, where known: a crop no image is smaller than pads
     none (else any may)."""
-    k = 0
-    while k < len(ops) and isinstance(ops[k], SIZING):
-        k += 1
+    # the crop stage: up to the last op that sizes, before any turn (flips may stand between)
+    k = lead = 0
+    while lead < len(ops) and isinstance(ops[lead], (*SIZING, Flip)):
+        lead += 1
+        k = lead if isinstance(ops[lead - 1], SIZING) else k
     crops = ops[:k]
     j = k
     # crops after a flip or turn are part of the warp (a shift of its output window)
@@ -148,7 +162,8 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
             f"the turns and crops after them fill with different values {sorted(fills)}: "
             "they are one warp here, give them one fill"
         )
-    mirror_only = all(isinstance(op, Flip) and op.horizontal for op in warps)
+    flips = [op for op in crops if isinstance(op, Flip)]
+    mirror_only = all(isinstance(op, Flip) and op.horizontal for op in (*flips, *warps))
     return Plan(
         crops=crops,
         warps=warps,
@@ -185,8 +200,8 @@ def _misplaced(op: Op, ops: tuple[Op, ...]) -> str:
     name = type(op).__name__
     if isinstance(op, (Resize, RandomResizedCrop)):
         return (
-            f"{name} after a flip, turn or color op: resize and random-resized crops come "
-            "first (move it before them)"
+            f"{name} after a turn (RandomRotation, RandomAffine) or a color op: resizes and "
+            "random-resized crops come first (move it before them)"
         )
     if isinstance(op, SIZING + WARPS):
         return f"{name} after a color op: the geometry comes first (move it before them)"

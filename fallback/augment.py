@@ -56,7 +56,7 @@ def load_sample(
     check, and is refused rather than cut wrong."""
     plan = spec.plan
     canvas = _crop_stage(encoded, spec, params, size)
-    if plan.warps:
+    if plan.has_warp:
         canvas = _warp(canvas, spec, params)
     if plan.colors:
         canvas = _colors(canvas, plan, params)

@@ -28,7 +28,8 @@ from dali_loader.spec import DTYPES, LoaderSpec
 from .conftest import IMAGENET_MEAN, IMAGENET_STD, decode_indices, write_index_folder
 
 # Op lists that take every branch of the graph: region decode or not, resize or not, padding
-# or not; no warp, a mirror alone, a nearest or bilinear warp with a fill and a crop after it;
+# or not, a flip among the crops; no warp, a mirror alone, a nearest or bilinear warp with a
+# fill and a crop after it;
 # every color op (ColorJitter with all four properties or one, RandomGrayscale, Grayscale(1),
 # GaussianBlur), gated or not. The images are 48x48, the output 8x8.
 _NORMALIZE = ops.Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -36,7 +37,7 @@ OP_LISTS: dict[str, tuple[ops.Op, ...]] = {
     "train": LoaderSpec(image_size=(8, 8)).ops,
     "train-rotate": LoaderSpec(image_size=(8, 8), rotate_degrees=15).ops,
     "eval": LoaderSpec(image_size=(8, 8), train=False).ops,
-    "random-crop": (ops.RandomCrop((8, 8)), _NORMALIZE),
+    "random-crop": (ops.Flip(True, 0.5), ops.RandomCrop((8, 8)), _NORMALIZE),
     "padded-crop": (ops.RandomCrop((8, 8), (2, 2, 2, 2), fill=(9, 8, 7)), ops.Flip(False, 0.5)),
     "resize-then-pad": (
         ops.Resize((10, 9)),

@@ -591,6 +591,41 @@ def assert_exact_windows(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flip", ["horizontal", "vertical"])
+@pytest.mark.parametrize("name", ["fixed", "padding-each-side", "pad-if-needed"])
+def test_a_flip_before_the_crop_gives_torchvisions_window(
+    tmp_path: Path, backend: str, flip: str, name: str
+) -> None:
+    """RandomHorizontalFlip (or Vertical) before RandomCrop: torchvision flips, then pads and
+    crops; the loader mirrors the window onto the source, then flips. Each output is exactly a
+    window of the flipped image as RandomCrop pads it (asymmetric padding, the fill)."""
+    (width, height), keywords = CROPS[name]
+    image = coordinate_image(width, height)
+    path = tmp_path / "coordinates.png"
+    Image.fromarray(image).save(path)
+    steps = [*FLIPS[flip], T.RandomCrop(**keywords)]
+    out = levels8(through_loader([path] * 8, steps, backend))
+    flipped = np.ascontiguousarray(image[:, ::-1] if flip == "horizontal" else image[::-1])
+    size = keywords["size"] if isinstance(keywords["size"], tuple) else (keywords["size"],) * 2
+    fill = keywords.get("fill", (0, 0, 0))
+    fill = fill if isinstance(fill, tuple) else (fill,) * 3
+    padded, _ = torchvision_padded(
+        flipped, size, keywords.get("padding", 0), fill, keywords.get("pad_if_needed", False)
+    )
+    offsets = set()
+    for o in out:
+        found = [
+            (x, y)
+            for y in range(padded.shape[1] - size[0] + 1)
+            for x in range(padded.shape[2] - size[1] + 1)
+            if np.array_equal(o, padded[:, y : y + size[0], x : x + size[1]])
+        ]
+        assert found, "not a window of the flipped, padded image"
+        offsets.add(found[0])
+    assert len(offsets) >= 3 or name == "fixed" and len(offsets) >= 2, offsets
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", [NEAREST, BILINEAR])
 def test_random_affine_translates_as_torchvision(
     tmp_path: Path, backend: str, mode: InterpolationMode

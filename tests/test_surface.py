@@ -154,7 +154,7 @@ def test_the_eval_compose_is_the_eval_recipe(small_folder: Path) -> None:
         (T.Compose([T.RandomResizedCrop(32), T.Lambda(lambda x: x), T.ToTensor()]), "Lambda"),
         (
             T.Compose([T.RandomRotation(10), T.RandomResizedCrop(32), T.ToTensor()]),
-            "RandomResizedCrop after a flip, turn",
+            "RandomResizedCrop after a turn",
         ),
         (
             T.Compose([T.Resize(36), T.ColorJitter(0.4), T.CenterCrop(32), T.ToTensor()]),
