@@ -622,7 +622,7 @@ def test_a_flip_before_the_crop_gives_torchvisions_window(
         ]
         assert found, "not a window of the flipped, padded image"
         offsets.add(found[0])
-    assert len(offsets) >= 3 or name == "fixed" and len(offsets) >= 2, offsets
+    assert len(offsets) >= 3 or (name == "fixed" and len(offsets) >= 2), offsets
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
