@@ -79,9 +79,10 @@ def main() -> None:
     root = Path(args.data_dir) / f"bench-{args.images}"
     make_image_folder(root, args.images)
     rows: list[dict[str, Any]] = []
+    loaders = sorted(args.loaders, key=lambda name: name != "baseline")  # the baseline first
     for name in args.pipelines:
         base = None
-        for loader_name in args.loaders:
+        for loader_name in loaders:
             rate = _rate(_loader(loader_name, root, PIPELINES[name], args), args.epochs)
             base = rate if loader_name == "baseline" else base
             ratio = rate / base if base else None
@@ -102,7 +103,7 @@ def _loader(name: str, root: Path, transform: Any, args: argparse.Namespace) -> 
             batch_size=args.batch_size,
             shuffle=True,
             num_workers=args.workers,
-            persistent_workers=True,
+            persistent_workers=args.workers > 0,
         )
     return create_loader(
         str(root),
@@ -121,7 +122,8 @@ def _rate(loader: Any, epochs: int) -> float:
     for _ in range(epochs):
         for images, _labels in loader:
             count += len(images)
-    torch.cuda.synchronize() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return count / (time.perf_counter() - start)
 
 

@@ -123,6 +123,8 @@ def create_loader(
             "std": std,
             "dtype": dtype,
         }
+        if as_is:  # the Compose is not read: train says only whether to shuffle by default
+            del given["train"]
         defaults = inspect.signature(create_loader).parameters  # one place for the defaults
         changed = [name for name, value in given.items() if _differs(value, defaults[name].default)]
         if changed:

@@ -87,6 +87,12 @@ class ColorJitter(Op):
     saturation: Range | None = None
     hue: Range | None = None
 
+    @property
+    def enabled(self) -> int:
+        """How many properties it changes: the steps it takes per image."""
+        ranges = (self.brightness, self.contrast, self.saturation, self.hue)
+        return sum(r is not None for r in ranges)
+
 
 @dataclass(frozen=True)
 class Grayscale(Op):

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import ConfigError, DatasetError
 from .ops import (
     Affine,
     CenterCrop,
@@ -59,10 +59,10 @@ class BatchParams:
     arrays: dict[str, np.ndarray]
 
     def __getattr__(self, name: str) -> np.ndarray:
-        try:
-            return self.arrays[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        arrays = self.__dict__.get("arrays", {})  # absent while copy and pickle rebuild it
+        if name not in arrays:
+            raise AttributeError(name)
+        return np.asarray(arrays[name])
 
     def __getitem__(self, row: int) -> dict[str, np.ndarray]:
         """One sample's parameters, for a backend that applies them one image at a time."""
@@ -72,7 +72,7 @@ class BatchParams:
 def fields(spec: LoaderSpec) -> tuple[str, ...]:
     """The arrays `draw` returns for `spec`, in order: what the DALI graph is fed."""
     plan = spec.plan
-    names = ["boxes", *(["inner"] if plan.padded else [])]
+    names = ["boxes", *(["inner"] if _inner_fed(spec) else [])]
     if plan.mirror_only and plan.has_warp:
         names.append("flips")
     elif plan.has_warp:
@@ -82,10 +82,16 @@ def fields(spec: LoaderSpec) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _inner_fed(spec: LoaderSpec) -> bool:
+    """Whether the graph needs "inner": to pad, or to resize to sizes that differ."""
+    plan = spec.plan
+    return plan.padded or (spec.crop_size is None and plan.resized)
+
+
 def _color_fields(op: Op) -> list[str]:
     if isinstance(op, ColorJitter):
         kinds = "m" + "b" * (op.contrast is not None) + "h" * (op.hue is not None)
-        return [f"{kind}{j}" for j in range(_enabled(op)) for kind in kinds]
+        return [f"{kind}{j}" for j in range(op.enabled) for kind in kinds]
     if isinstance(op, Grayscale):
         return ["m0"] if op.channels == 3 else []
     return ["sigma"]
@@ -102,21 +108,22 @@ def draw(spec: LoaderSpec, epoch: int, samples: np.ndarray, sizes: np.ndarray) -
             state.flip(op.horizontal, streams.active(position, op, op.p))
         else:
             state.apply(op, streams.uniforms(position, 4 * _TRIES))
-    assert spec.crop_size is not None, "a spec resolved with with_source_sizes"
-    height, width = spec.crop_size
-    if not ((state.width == width) & (state.height == height)).all():
-        row = int(np.argmax((state.width != width) | (state.height != height)))
-        raise DatasetError(
-            f"sample {int(samples[row])} ({int(sizes[row, 0])}x{int(sizes[row, 1])}) comes out "
-            f"{int(state.width[row])}x{int(state.height[row])}, not {width}x{height}: its size "
-            "changed since the check. Create the loader again: it checks it again."
-        )
+    if spec.crop_size is not None:  # else the canvases differ, and a crop after the turn cuts
+        height, width = spec.crop_size
+        wrong = (state.width != width) | (state.height != height)
+        if wrong.any():
+            row = int(np.argmax(wrong))
+            raise DatasetError(
+                f"sample {int(samples[row])} ({int(sizes[row, 0])}x{int(sizes[row, 1])}) comes "
+                f"out {int(state.width[row])}x{int(state.height[row])}, not {width}x{height}: its"
+                " size changed since the check. Create the loader again: it checks it again."
+            )
     arrays: dict[str, np.ndarray] = {"boxes": state.box.astype(np.float32)}
-    if plan.padded:
+    if _inner_fed(spec):
         x0, y0, x1, y1 = state.inner.T
         arrays["inner"] = np.stack([y0, x0, y1 - y0, x1 - x0], axis=1).astype(np.float32)
     if plan.has_warp:
-        matrices, flips = _warp(plan, streams, state, (height, width))
+        matrices, flips = _warp(plan, streams, state)
         if plan.mirror_only:
             arrays["flips"] = flips
         else:
@@ -186,6 +193,7 @@ class _Canvas:
         self.inner = self.box.copy()
         self.flipped_x = np.zeros(len(sizes), dtype=bool)
         self.flipped_y = np.zeros(len(sizes), dtype=bool)
+        self.empty = np.zeros(len(sizes), dtype=bool)  # all padding: nothing of the source
 
     def flip(self, horizontal: bool, on: np.ndarray) -> None:
         if horizontal:
@@ -234,7 +242,7 @@ class _Canvas:
         kx1, ky1 = np.minimum(x1, left + width), np.minimum(y1, top + height)
         bx0, by0, bx1, by1 = self.box.T
         sx, sy = (bx1 - bx0) / (x1 - x0), (by1 - by0) / (y1 - y0)
-        self.box = np.stack(
+        box = np.stack(
             [
                 bx0 + (kx0 - x0) * sx,
                 by0 + (ky0 - y0) * sy,
@@ -243,7 +251,13 @@ class _Canvas:
             ],
             axis=1,
         )
-        self.inner = np.stack([kx0 - left, ky0 - top, kx1 - left, ky1 - top], axis=1)
+        inner = np.stack([kx0 - left, ky0 - top, kx1 - left, ky1 - top], axis=1)
+        # A window wholly in the padding: all fill. Its source is one pixel placed just
+        # outside the canvas (a box and a size of none would be nothing to decode or resize).
+        self.empty |= (kx1 <= kx0) | (ky1 <= ky0)
+        box[self.empty] = [0.0, 0.0, 1.0, 1.0]
+        inner[self.empty] = [-1.0, -1.0, 0.0, 0.0]
+        self.box, self.inner = box, inner
         self.width = np.broadcast_to(np.asarray(width, np.float64), x0.shape).copy()
         self.height = np.broadcast_to(np.asarray(height, np.float64), x0.shape).copy()
 
@@ -255,19 +269,28 @@ def _center_offset(size: np.ndarray, crop: int) -> np.ndarray:
 
 
 def random_crop_windows(
-    op: RandomCrop, width: np.ndarray, height: np.ndarray, u: np.ndarray
+    op: RandomCrop,
+    width: np.ndarray,
+    height: np.ndarray,
+    u: np.ndarray,
+    error: type[Exception] = DatasetError,
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """torchvision's RandomCrop: pad by `padding`, then (pad_if_needed) each side by what is
-    missing, then a uniform window: (left, top) in the unpadded image's pixels, and the size."""
+    missing, then a uniform window: (left, top) in the unpadded image's pixels, and the size.
+    A crop larger than the (padded) image raises `error`."""
     crop_h, crop_w = op.size
     left, top, right, bottom = op.padding
     pad_x = left + np.maximum(crop_w - (width + left + right), 0) * op.pad_if_needed
     pad_y = top + np.maximum(crop_h - (height + top + bottom), 0) * op.pad_if_needed
     padded_w = width + left + right + 2 * (pad_x - left)
     padded_h = height + top + bottom + 2 * (pad_y - top)
-    if (padded_w < crop_w).any() or (padded_h < crop_h).any():
-        raise DatasetError(
-            f"an image is smaller than RandomCrop({op.size}) (pass pad_if_needed=True to pad it)"
+    small = (padded_w < crop_w) | (padded_h < crop_h)
+    if small.any():
+        row = int(np.argmax(small))
+        raise error(
+            f"an image of {int(width[row])}x{int(height[row])} (width x height, padding "
+            f"{op.padding} left out) is smaller than RandomCrop({op.size}): pass "
+            "pad_if_needed=True to pad it, or crop less"
         )
     y = np.floor(u[:, 0] * (padded_h - crop_h + 1))
     x = np.floor(u[:, 1] * (padded_w - crop_w + 1))
@@ -306,17 +329,16 @@ def random_resized_crops(
     return np.stack([left, top, left + w, top + h], axis=1)
 
 
-def _warp(
-    plan: Plan, streams: _Streams, canvas: _Canvas, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def _warp(plan: Plan, streams: _Streams, canvas: _Canvas) -> tuple[np.ndarray, np.ndarray]:
     """The composed output-to-canvas maps (N, 3, 3) and, for a mirror alone, the flips: the
-    crop stage's flips first, then the warp's ops."""
-    height, width = size
-    count = len(canvas.width)
+    crop stage's flips first, then the warp's ops, each on the image as it then is."""
+    width, height = canvas.width.copy(), canvas.height.copy()
+    count = len(width)
     total = np.broadcast_to(np.eye(3), (count, 3, 3)).copy()
-    total[canvas.flipped_x, 0, 0], total[canvas.flipped_x, 0, 2] = -1.0, width
-    total[canvas.flipped_y, 1, 1], total[canvas.flipped_y, 1, 2] = -1.0, height
-    flips = canvas.flipped_x.astype(np.int32)
+    flipped_x, flipped_y = canvas.flipped_x, canvas.flipped_y
+    total[flipped_x, 0, 0], total[flipped_x, 0, 2] = -1.0, width[flipped_x]
+    total[flipped_y, 1, 1], total[flipped_y, 1, 2] = -1.0, height[flipped_y]
+    flips = flipped_x.astype(np.int32)
     for position, op in enumerate(plan.warps, start=len(plan.crops)):
         step = np.broadcast_to(np.eye(3), (count, 3, 3)).copy()
         if isinstance(op, Flip):
@@ -324,27 +346,33 @@ def _warp(
             flips ^= on.astype(np.int32)
             axis, extent = (0, width) if op.horizontal else (1, height)
             step[on, axis, axis] = -1.0
-            step[on, axis, 2] = extent
+            step[on, axis, 2] = extent[on]
         elif isinstance(op, Affine):
             on = streams.active(position, op)
             inverse = affine_inverses(op, streams.uniforms(position, 6), width, height)
-            centered = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]])
-            back = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]])
-            step[on] = centered @ inverse[on] @ back
+            centered, back = _shifts(width / 2, height / 2), _shifts(-width / 2, -height / 2)
+            step[on] = (centered @ inverse @ back)[on]
         else:  # a crop after the turn: a shift of the output window
             if isinstance(op, CenterCrop):
-                left = _center_offset(np.array([float(width)]), op.size[1])[0]
-                top = _center_offset(np.array([float(height)]), op.size[0])[0]
-                step[:, 0, 2], step[:, 1, 2] = left, top
+                left = _center_offset(width, op.size[1])
+                top = _center_offset(height, op.size[0])
             else:
                 assert isinstance(op, RandomCrop)
-                ones = np.ones(count)
                 u = streams.uniforms(position, 2)
-                x, y, _, _ = random_crop_windows(op, width * ones, height * ones, u)
-                step[:, 0, 2], step[:, 1, 2] = x, y
-            height, width = op.size
+                # the canvas's size is the ops' doing here, not an image's: a ConfigError
+                left, top, _, _ = random_crop_windows(op, width, height, u, ConfigError)
+            step = _shifts(left, top)
+            height, width = np.full(count, float(op.size[0])), np.full(count, float(op.size[1]))
         total = total @ step
     return total, flips
+
+
+def _shifts(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) translations by (x, y)."""
+    shifts = np.zeros((len(x), 3, 3))
+    shifts[:, [0, 1, 2], [0, 1, 2]] = 1.0
+    shifts[:, 0, 2], shifts[:, 1, 2] = x, y
+    return shifts
 
 
 @dataclass(frozen=True)
@@ -360,7 +388,7 @@ class AffineDraws:
     shear_y: np.ndarray
 
 
-def affine_draws(op: Affine, u: np.ndarray, width: int, height: int) -> AffineDraws:
+def affine_draws(op: Affine, u: np.ndarray, width: Any, height: Any) -> AffineDraws:
     """torchvision's RandomAffine.get_params for each row of `u` (6 uniforms)."""
     count = len(u)
     angle = op.degrees[0] + (op.degrees[1] - op.degrees[0]) * u[:, 0]
@@ -380,7 +408,7 @@ def affine_draws(op: Affine, u: np.ndarray, width: int, height: int) -> AffineDr
     return AffineDraws(angle, tx, ty, scale, shear_x, shear_y)
 
 
-def affine_inverses(op: Affine, u: np.ndarray, width: int, height: int) -> np.ndarray:
+def affine_inverses(op: Affine, u: np.ndarray, width: Any, height: Any) -> np.ndarray:
     """torchvision's `_get_inverse_affine_matrix` of the drawn values, about the center (its
     coordinates: the origin at the image's center), (N, 3, 3)."""
     drawn = affine_draws(op, u, width, height)
@@ -398,10 +426,6 @@ def affine_inverses(op: Affine, u: np.ndarray, width: int, height: int) -> np.nd
     m[:, 1, 2] = m[:, 1, 0] * -tx + m[:, 1, 1] * -ty
     m[:, 2, 2] = 1.0
     return m
-
-
-def _enabled(op: ColorJitter) -> int:
-    return sum(r is not None for r in (op.brightness, op.contrast, op.saturation, op.hue))
 
 
 def _color(op: Op, streams: _Streams, position: int) -> dict[str, np.ndarray]:

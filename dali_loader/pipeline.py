@@ -103,14 +103,16 @@ def define_pipeline(
         if plan.mirror_only and plan.has_warp:
             mirror = drawn["flips"]
         elif plan.has_warp:
-            images = fn.warp_affine(
+            warped = fn.warp_affine(
                 images,
                 matrix=drawn["matrices"],
                 size=list(spec.image_size),
                 fill_value=plan.warp_fill,
                 interp_type=types.INTERP_LINEAR if plan.bilinear else types.INTERP_NN,
                 inverse_map=True,
+                dtype=types.FLOAT,
             )
+            images = _to_uint8(warped)
         if plan.colors:
             images = _color_stage(plan, images, drawn, on_gpu=device_id is not None)
         images = fn.crop_mirror_normalize(
@@ -158,10 +160,9 @@ def _crop_stage(spec: LoaderSpec, encoded: Any, drawn: dict[str, Any], decoder: 
     is whole pixels (a region decode), else the whole image resized from the fractional box;
     padded where the crops pad."""
     plan = spec.plan
-    assert spec.crop_size is not None
     box = drawn["boxes"]
-    inner = drawn.get("inner")
-    size = fn.stack(inner[2], inner[3]) if inner is not None else list(spec.crop_size)
+    inner = drawn.get("inner")  # where the crops pad, or their sizes differ
+    size = fn.stack(inner[2], inner[3]) if inner is not None else list(spec.crop_size or ())
     if plan.region:
         images = fn.decoders.image_slice(
             encoded,
@@ -184,8 +185,9 @@ def _crop_stage(spec: LoaderSpec, encoded: Any, drawn: dict[str, Any], decoder: 
             roi_relative=False,
             antialias=True,
         )
-    if inner is None:
+    if inner is None or not plan.padded:
         return images
+    assert spec.crop_size is not None  # padding onto canvases of one size (LoaderSpec says)
     return fn.slice(
         images,
         fn.stack(-inner[0], -inner[1]),
@@ -219,7 +221,7 @@ def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool
     x = fn.cast(images, dtype=types.FLOAT)
     for k, op in enumerate(plan.colors):
         if isinstance(op, ColorJitter):
-            for j in range(sum(r is not None for r in _jitter_ranges(op))):
+            for j in range(op.enabled):
                 terms = fn.coord_transform(x, M=drawn[f"c{k}.m{j}"])
                 if op.contrast is not None:  # (1, 1, 1) per image, broadcast
                     gray = fn.coord_transform(x, M=_GRAY)
@@ -241,11 +243,13 @@ def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool
                 sigma=drawn[f"c{k}.sigma"],
                 dtype=types.FLOAT,
             )
-    return fn.reshape(fn.cast(x, dtype=types.UINT8), layout="HWC")
+    return _to_uint8(x)
 
 
-def _jitter_ranges(op: ColorJitter) -> tuple[Any, ...]:
-    return op.brightness, op.contrast, op.saturation, op.hue
+def _to_uint8(x: Any) -> Any:
+    """Round half up, as the fallback does: a cast's own rounding of .5 is not the same on
+    every device."""
+    return fn.reshape(fn.cast(dmath.floor(x + 0.5), dtype=types.UINT8), layout="HWC")
 
 
 PROBE_INPUT = "encoded"

@@ -88,7 +88,7 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
     crops = ops[:k]
     j = k
     # crops after a flip or turn are part of the warp (a shift of its output window)
-    while j < len(ops) and (isinstance(ops[j], WARPS) or (j > k and isinstance(ops[j], CROPS))):
+    while j < len(ops) and isinstance(ops[j], (*WARPS, *CROPS)):
         j += 1
     warps = ops[k:j]
     i = j
@@ -102,6 +102,8 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
     if rest:
         raise ConfigError(_misplaced(rest[0], ops))
     for op in ops:
+        if op.gate is not None and isinstance(op, Normalize):
+            raise ConfigError("Normalize inside RandomApply: normalize every image, or none")
         if op.gate is not None and isinstance(op, SIZING):
             raise ConfigError(
                 f"{type(op).__name__} inside RandomApply: an op that sets the size must apply "
@@ -154,13 +156,11 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
             "black): give them one fill"
         )
     affines = [op for op in warps if isinstance(op, Affine)]
-    fills = {op.fill for op in affines} | {
-        float(f) for op in warps if isinstance(op, RandomCrop) for f in op.fill
-    }
+    fills = {op.fill for op in affines} | _warp_crop_fills(warps, static_size(crops))
     if len(fills) > 1:
         raise ConfigError(
-            f"the turns and crops after them fill with different values {sorted(fills)}: "
-            "they are one warp here, give them one fill"
+            f"the turns and crops after them fill with different values {sorted(fills)} "
+            "(CenterCrop pads with black): they are one warp here, give them one fill"
         )
     flips = [op for op in crops if isinstance(op, Flip)]
     mirror_only = all(isinstance(op, Flip) and op.horizontal for op in (*flips, *warps))
@@ -179,6 +179,28 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
         bilinear=any(op.bilinear for op in affines),
         warp_fill=fills.pop() if fills else 0.0,
     )
+
+
+def _warp_crop_fills(warps: tuple[Op, ...], canvas: Size | None) -> set[float]:
+    """The fills of the crops after a turn that may pad (CenterCrop's black), the canvas being
+    `canvas` at the first (None: the images decide)."""
+    fills: set[float] = set()
+    for op in warps:
+        if not isinstance(op, CROPS):
+            continue
+        larger = canvas is None or not _fits(op.size, canvas)
+        if isinstance(op, CenterCrop) and larger:
+            fills.add(0.0)
+        if isinstance(op, RandomCrop) and (any(op.padding) or (op.pad_if_needed and larger)):
+            if len(set(op.fill)) > 1:
+                raise ConfigError(
+                    f"RandomCrop(fill={op.fill}) after a flip or turn: they are one warp "
+                    "here, which fills every channel with one value; give one value, or crop "
+                    "before the flip or turn"
+                )
+            fills.add(float(op.fill[0]))
+        canvas = op.size
+    return fills
 
 
 def _fits(size: Size, bound: Size) -> bool:

@@ -85,6 +85,8 @@ class LoaderSpec:
             object.__setattr__(self, "crop_size", static_size(plan.crops))
         if self.crop_size is not None:
             object.__setattr__(self, "image_size", _warped_size(plan, self.crop_size))
+        elif (cut := _warp_crop_size(plan)) is not None:
+            object.__setattr__(self, "image_size", cut)
         object.__setattr__(self, "mean", plan.mean)
         object.__setattr__(self, "std", plan.std)
         _check(self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size}")
@@ -114,9 +116,11 @@ class LoaderSpec:
 
     @property
     def plan(self) -> Plan:
-        from .plan import plan_of
+        """The stages; a crop pads where `smallest_source` says an image is smaller (unknown
+        until `with_source_sizes`, which every loader calls: no image is, until then)."""
+        from .plan import ANY_SIZE, plan_of
 
-        return plan_of(self.ops or (), self.smallest_source)
+        return plan_of(self.ops or (), self.smallest_source or ANY_SIZE)
 
     @property
     def channels(self) -> int:
@@ -124,8 +128,9 @@ class LoaderSpec:
 
     @property
     def resolved(self) -> bool:
-        """Whether the output size is known (else `with_source_sizes` must tell it)."""
-        return self.crop_size is not None
+        """Whether the output size is known (else `with_source_sizes` must tell it): the crop
+        stage's, or a crop's after a turn (of canvases of several sizes then)."""
+        return self.crop_size is not None or _warp_crop_size(self.plan) is not None
 
     def with_source_sizes(self, sizes: np.ndarray, names: Sequence[str]) -> LoaderSpec:
         """This spec checked against the images' upright (width, height) `sizes` (named by
@@ -143,8 +148,12 @@ class LoaderSpec:
             try:
                 spec = dataclasses.replace(self, smallest_source=least)
             except ConfigError as error:
-                small = int(first[np.argmin(unique[:, 0] * unique[:, 1])])
-                raise ConfigError(f"{error} (the smallest image: {names[small]})") from None
+                shortest = int(first[np.argmin(unique[:, 1])])
+                narrowest = int(first[np.argmin(unique[:, 0])])
+                raise ConfigError(
+                    f"{error} (the shortest image: {names[shortest]}, {least[0]} high; the "
+                    f"narrowest: {names[narrowest]}, {least[1]} wide)"
+                ) from None
             return spec.with_source_sizes(sizes, names)
         outputs: dict[tuple[int, int], int] = {}
         for (width, height), row in zip(unique.tolist(), first.tolist(), strict=True):
@@ -157,13 +166,21 @@ class LoaderSpec:
                 f"out {a[1]}x{a[0]}, {names[row_b]} {b[1]}x{b[0]} (width x height), and a "
                 "batch needs one size: end the geometry with a crop, or Resize((h, w))"
             )
-        if not self.resolved and outputs:
+        if self.crop_size is None and len(outputs) == 1:
             spec = dataclasses.replace(self, crop_size=next(iter(outputs)))
-        for size, row in zip(unique, first.tolist(), strict=True):
-            try:
-                params.draw(spec, 0, np.array([row]), size[None])
-            except DatasetError as error:
-                raise DatasetError(f"{names[row]}: {error}") from None
+        if spec.crop_size is None and spec.plan.padded:
+            raise ConfigError(
+                "the images come out of the crops in several sizes, and a crop pads them: "
+                "not taken before a turn; Resize((h, w)) first"
+            )
+        try:  # every size the ops meet, drawn once: what they cannot take is refused now
+            params.draw(spec, 0, first, unique)
+        except DatasetError:
+            for size, row in zip(unique, first.tolist(), strict=True):  # which image
+                try:
+                    params.draw(spec, 0, np.array([row]), size[None])
+                except DatasetError as error:
+                    raise DatasetError(f"{names[row]}: {error}") from None
         return spec
 
     def _check_recipe(self) -> None:
@@ -244,12 +261,15 @@ class LoaderSpec:
 
 def _warped_size(plan: Plan, size: tuple[int, int]) -> tuple[int, int]:
     """The output size: the crops after a turn cut the canvas again."""
+    return _warp_crop_size(plan) or size
+
+
+def _warp_crop_size(plan: Plan) -> tuple[int, int] | None:
+    """The size of the last crop after a turn, if any: the output's, whatever the canvas's."""
     from .plan import CROPS
 
-    for op in plan.warps:
-        if isinstance(op, CROPS):
-            size = op.size
-    return size
+    sizes = [op.size for op in plan.warps if isinstance(op, CROPS)]
+    return sizes[-1] if sizes else None
 
 
 def _numpy_bool(value: object) -> bool:

@@ -296,8 +296,16 @@ def _normalize(step: Any) -> ops.Op:
         return tuple(float(v) for v in items)
 
     mean, std = values(step.mean), values(step.std)
-    if len(mean) != len(std) or not all(s > 0 for s in std):
-        raise _unsupported(step, f"mean={step.mean!r}, std={step.std!r}")
+    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+        raise ConfigError(
+            f"Normalize(mean={step.mean!r}, std={step.std!r}): mean and std need one value "
+            "each per channel (or one for all)"
+        )
+    if len(mean) != len(std):  # one of them is one value: torch broadcasts it
+        count = max(len(mean), len(std))
+        mean, std = (mean * count)[:count], (std * count)[:count]
+    if not all(s > 0 for s in std):
+        raise ConfigError(f"Normalize(std={step.std!r}): std must be positive")
     return ops.Normalize(mean, std)
 
 

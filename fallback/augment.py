@@ -3,7 +3,8 @@ uint8 (C, H, W) out, normalized later per batch.
 
 What each step costs shaped this module (measured per step, one core: benchmarks/README.md,
 "Per-step costs behind the torchvision backend"):
-- decode: train-mode RGB JPEGs without EXIF rotation decode only the crop's region, with
+- decode: RGB JPEGs without EXIF rotation whose box is whole pixels (`Plan.region`: no resize
+  before the crop) decode only the crop's region, with
   nvImageCodec's CPU decoder (libjpeg-turbo, the same pixels as a full decode), else simplejpeg
   (the same pixels as PIL, faster); the rest go through PIL, which reads every ImageFolder
   format and mode and applies EXIF orientation. libjpeg's reduced DCT scales are not used: their
@@ -68,8 +69,7 @@ def _crop_stage(
 ) -> torch.Tensor:
     """The source box, resized onto its place in the canvas, the rest padding: uint8 (3, h, w)."""
     plan = spec.plan
-    assert spec.crop_size is not None
-    inner = params["inner"] if plan.padded else None
+    inner = params.get("inner")  # where the crops pad, or resize to sizes that differ
     target = (int(inner[2]), int(inner[3])) if inner is not None else spec.crop_size
     left, top, right, bottom = (float(v) for v in params["boxes"])
     box = (left, top, right, bottom)
@@ -92,20 +92,24 @@ def _crop_stage(
             if plan.region:
                 crop = torch.from_numpy(np.array(upright.crop(whole)))
             else:  # a fractional box: resized from the whole image, the DALI graph's geometry
+                assert target is not None  # resized: to one size, or each to its own
                 height, width = target
                 resized = upright.resize((width, height), Image.Resampling.BILINEAR, box=box)
                 crop = torch.from_numpy(np.array(resized))
     pixels = crop.permute(2, 0, 1)
     if plan.region and plan.resized:
+        assert target is not None
         pixels = F.resize(
             pixels, list(target), interpolation=InterpolationMode.BILINEAR, antialias=True
         )
-    if inner is None:
+    if inner is None or not plan.padded:
         return torch.as_tensor(pixels)
+    assert spec.crop_size is not None and target is not None  # one canvas size to pad onto
     canvas = torch.tensor(plan.pad_fill, dtype=torch.uint8).view(3, 1, 1)
     canvas = canvas.expand(3, *spec.crop_size).clone()
     top, left = int(inner[0]), int(inner[1])
-    canvas[:, top : top + target[0], left : left + target[1]] = pixels
+    if top >= 0 and left >= 0:  # else the window is all padding (`dali_loader.params`)
+        canvas[:, top : top + target[0], left : left + target[1]] = pixels
     return canvas
 
 
@@ -194,7 +198,7 @@ def _warp(canvas: torch.Tensor, spec: LoaderSpec, params: dict[str, np.ndarray])
             torch.ones(1, 1, height, width), grid, mode=mode, align_corners=False
         )[0]
         out += plan.warp_fill * (1 - inside)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)  # half up, as DALI
 
 
 @functools.cache
@@ -217,14 +221,18 @@ def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> 
     gray = torch.tensor(GRAY, dtype=torch.float32)
     for k, op in enumerate(plan.colors):
         if isinstance(op, ColorJitter):
-            for j in range(sum(f"c{k}.m{j}" in params for j in range(4))):
-                x_m = torch.einsum("ij,jhw->ihw", torch.from_numpy(params[f"c{k}.m{j}"]), x)
-                if f"c{k}.b{j}" in params:  # contrast enabled: the image's mean gray
-                    b = float(params[f"c{k}.b{j}"][0])
-                    x_m += b * torch.einsum("c,chw->hw", gray, x).mean()
-                x = x_m.clamp_(0, 255)
-                if f"c{k}.h{j}" in params:  # hue enabled (a turn of 0 elsewhere)
-                    turns = float(params[f"c{k}.h{j}"][0])
+            for j in range(op.enabled):
+                # each step does one property to this image; the others are identities,
+                # skipped (the DALI graph runs them on the whole batch: x exactly)
+                matrix = params[f"c{k}.m{j}"]
+                b = float(params.get(f"c{k}.b{j}", [0.0])[0])
+                if b or not np.array_equal(matrix, np.eye(3)):
+                    x_m = torch.einsum("ij,jhw->ihw", torch.from_numpy(matrix), x)
+                    if b:  # contrast: toward the image's mean gray
+                        x_m += b * torch.einsum("c,chw->hw", gray, x).mean()
+                    x = x_m.clamp_(0, 255)
+                turns = float(params.get(f"c{k}.h{j}", [0.0])[0])
+                if turns:
                     x = torch.stack(turn_hue(x[0], x[1], x[2], turns, _TORCH))
         elif isinstance(op, Grayscale):
             if op.channels == 1:
@@ -235,4 +243,4 @@ def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> 
             assert isinstance(op, GaussianBlur)
             sigma = float(params[f"c{k}.sigma"][0])
             x = F.gaussian_blur(x, kernel_size=list(op.kernel), sigma=[sigma, sigma])
-    return x.round_().clamp_(0, 255).to(torch.uint8)
+    return x.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)  # half up, as DALI

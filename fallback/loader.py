@@ -102,6 +102,8 @@ class TorchvisionLoader(BaseLoader):
         for batch, slot in zip(batches, self._loader, strict=True):
             if self._as_is is not None:  # the Compose normalized them, or did not: as given
                 images = self._slots[slot, : len(batch)].to(self.device, copy=True)
+                if self.spec.channels_last and images.dim() == 4:
+                    images = images.contiguous(memory_format=torch.channels_last)
             else:
                 images = self._normalize(self._slots[slot, : len(batch)])
             labels = torch.from_numpy(self._labels[batch].astype(np.int64))
