@@ -6,6 +6,7 @@ order, the epoch counter and `len()` live here, so no backend can disagree on th
 
 from __future__ import annotations
 
+import numbers
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -96,8 +97,9 @@ class BaseLoader:
 
         Setting the epoch a restored state is in keeps its resume point; any other starts fresh.
         """
-        if not isinstance(epoch, int) or epoch < 0:
+        if not isinstance(epoch, numbers.Integral) or isinstance(epoch, bool) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        epoch = int(epoch)
         if epoch != self._epoch:
             self._resume_at = 0
         self._epoch = epoch

@@ -156,7 +156,9 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
             "black): give them one fill"
         )
     affines = [op for op in warps if isinstance(op, Affine)]
-    fills = {op.fill for op in affines} | _warp_crop_fills(warps, static_size(crops))
+    # the canvas at the first turn: its size, or at least the images' (`smallest` is then a
+    # lower bound of it)
+    fills = {op.fill for op in affines} | _warp_crop_fills(warps, static_size(crops) or smallest)
     if len(fills) > 1:
         raise ConfigError(
             f"the turns and crops after them fill with different values {sorted(fills)} "
@@ -183,7 +185,7 @@ def plan_of(ops: tuple[Op, ...], smallest: Size | None = None) -> Plan:
 
 def _warp_crop_fills(warps: tuple[Op, ...], canvas: Size | None) -> set[float]:
     """The fills of the crops after a turn that may pad (CenterCrop's black), the canvas being
-    `canvas` at the first (None: the images decide)."""
+    at least `canvas` at the first (None: unknown)."""
     fills: set[float] = set()
     for op in warps:
         if not isinstance(op, CROPS):

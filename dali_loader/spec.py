@@ -158,6 +158,13 @@ class LoaderSpec:
         outputs: dict[tuple[int, int], int] = {}
         for (width, height), row in zip(unique.tolist(), first.tolist(), strict=True):
             outputs.setdefault(output_size(self.plan.crops, (height, width)), row)
+        empty = [(size, row) for size, row in outputs.items() if min(size) < 1]
+        if empty:
+            (height, width), row = empty[0]
+            raise ConfigError(
+                f"{names[row]} comes out {width}x{height} (width x height) through the "
+                "transform's resizes: too thin to keep a pixel (a max_size too small?)"
+            )
         spec = self
         if not self.resolved and len(outputs) > 1:
             (a, row_a), (b, row_b) = list(outputs.items())[:2]
@@ -173,6 +180,7 @@ class LoaderSpec:
                 "the images come out of the crops in several sizes, and a crop pads them: "
                 "not taken before a turn; Resize((h, w)) first"
             )
+        _check_blurs(spec)
         try:  # every size the ops meet, drawn once: what they cannot take is refused now
             params.draw(spec, 0, first, unique)
         except DatasetError:
@@ -257,6 +265,22 @@ class LoaderSpec:
     def std_255(self) -> tuple[float, ...]:
         """`std` on the 0..255 scale that uint8 pixels use."""
         return tuple(s * 255.0 for s in self.std)
+
+
+def _check_blurs(spec: LoaderSpec) -> None:
+    """A blur's kernel reflects at the borders: half of it must fit in the image (torchvision
+    fails on the first batch otherwise)."""
+    from .ops import GaussianBlur
+
+    height, width = spec.image_size
+    for op in spec.plan.colors:
+        if isinstance(op, GaussianBlur) and (
+            op.kernel[0] // 2 >= width or op.kernel[1] // 2 >= height
+        ):
+            raise ConfigError(
+                f"GaussianBlur(kernel_size={op.kernel}) on {width}x{height} images: half the "
+                "kernel must fit in the image; take a smaller kernel"
+            )
 
 
 def _warped_size(plan: Plan, size: tuple[int, int]) -> tuple[int, int]:

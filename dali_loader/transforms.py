@@ -10,6 +10,7 @@ naming it; `SUPPORTED` lists what is taken, README's table how.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,15 @@ class Compiled:
 
     ops: tuple[ops.Op, ...]
     dtype: str
+
+
+@dataclass(frozen=True)
+class _Input:
+    """What a step is given: a PIL image, or a tensor (after ToTensor and the like), whose
+    fill is on the 0..1 scale when it is float."""
+
+    tensor: bool = False
+    fill_scale: float = 1.0
 
 
 @dataclass
@@ -67,7 +77,13 @@ class _Reader:
         reader = _READERS.get(name)
         if reader is None:
             raise _unsupported(step, "not taken")
-        op = reader(step)
+        given = _Input(
+            tensor=self.dtype is not None,
+            fill_scale=255.0 if self.dtype in _FLOAT_DTYPES.values() else 1.0,
+        )
+        op = reader(step, given)
+        if isinstance(op, ops.ColorJitter) and not op.enabled:
+            return  # changes nothing
         if gate is not None:
             op = _with_gate(op, gate)
         self.steps.append(op)
@@ -124,7 +140,7 @@ def _size(value: Any, step: object) -> tuple[int, int]:
     if len(sizes) == 1:
         sizes = sizes * 2
     if len(sizes) != 2 or not all(_is_int(v) and v > 0 for v in sizes):
-        raise _unsupported(step, f"a size of {value!r}")
+        raise _bad_value(step, f"size={value!r}: one or two positive whole numbers")
     return int(sizes[0]), int(sizes[1])
 
 
@@ -140,7 +156,7 @@ def _range(value: Any) -> tuple[float, float]:
 def _probability(p: Any, step: object) -> float:
     value = float(p)
     if not 0.0 <= value <= 1.0:
-        raise _unsupported(step, f"p={p!r} is not a probability")
+        raise _bad_value(step, f"p={p!r}: a probability, in [0, 1]")
     return value
 
 
@@ -152,9 +168,11 @@ def _interpolation(step: Any) -> str:
     return str(value)
 
 
-def _resampling(step: Any) -> None:
-    """Resizes are bilinear and antialiased on every backend."""
-    if _interpolation(step) != "bilinear" or getattr(step, "antialias", True) is False:
+def _resampling(step: Any, given: _Input) -> None:
+    """Resizes are bilinear and antialiased on every backend (a PIL image is resized
+    antialiased whatever `antialias` says; a tensor only with antialias=True)."""
+    antialias = getattr(step, "antialias", True)
+    if _interpolation(step) != "bilinear" or (given.tensor and antialias is not True):
         raise _unsupported(
             step,
             f"interpolation={_interpolation(step)}, antialias={getattr(step, 'antialias', None)}:"
@@ -162,24 +180,31 @@ def _resampling(step: Any) -> None:
         )
 
 
-def _fill(fill: Any, step: object) -> tuple[float, float, float]:
-    """An image fill as three values (v2's fill may be a dict by type; None is black)."""
+def _fill(fill: Any, step: object, given: _Input) -> tuple[float, float, float]:
+    """An image fill as three values on the 0..255 scale (v2's fill may be a dict by type;
+    None is black; after ToTensor, torchvision's fill is on the 0..1 scale)."""
     if isinstance(fill, dict):
         image_keys = [k for k in fill if getattr(k, "__name__", "") in ("Image", "Tensor")]
         keys = [*image_keys, "others"]
         fill = next((fill[k] for k in keys if k in fill), None)
     if fill is None:
         return 0.0, 0.0, 0.0
-    values = [float(v) for v in (fill if isinstance(fill, (list, tuple)) else [fill])]
+    listed = fill.tolist() if hasattr(fill, "tolist") else fill
+    try:
+        items = listed if isinstance(listed, (list, tuple)) else [listed]
+        values = [float(v) * given.fill_scale for v in items]
+    except (TypeError, ValueError):
+        values = []
     if len(values) == 1:
         values *= 3
+    scale = "0..1, after ToTensor" if given.fill_scale != 1 else "0..255"
     if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-        raise _unsupported(step, f"fill={fill!r}: one value or one per RGB channel, 0..255")
+        raise _bad_value(step, f"fill={fill!r}: one value or one per RGB channel, {scale}")
     return values[0], values[1], values[2]
 
 
-def _one_fill(fill: Any, step: object) -> float:
-    values = set(_fill(fill, step))
+def _one_fill(fill: Any, step: object, given: _Input) -> float:
+    values = set(_fill(fill, step, given))
     if len(values) != 1:
         raise _unsupported(step, f"fill={fill!r}: a turn fills every channel with one value")
     return values.pop()
@@ -190,7 +215,7 @@ def _padding(value: Any, step: object) -> tuple[int, int, int, int]:
         return 0, 0, 0, 0
     sides = list(value) if isinstance(value, (list, tuple)) else [value]
     if not all(_is_int(v) and v >= 0 for v in sides) or len(sides) not in (1, 2, 4):
-        raise _unsupported(step, f"padding={value!r}")
+        raise _bad_value(step, f"padding={value!r}: one, two or four whole numbers")
     if len(sides) == 1:
         sides *= 4
     elif len(sides) == 2:
@@ -199,7 +224,7 @@ def _padding(value: Any, step: object) -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
-def _random_crop(step: Any) -> ops.Op:
+def _random_crop(step: Any, given: _Input) -> ops.Op:
     mode = getattr(step, "padding_mode", "constant")
     if mode != "constant":
         raise _unsupported(step, f"padding_mode={mode!r}: only 'constant' is taken")
@@ -210,18 +235,21 @@ def _random_crop(step: Any) -> ops.Op:
         padding = (left, top, right, bottom)
     height, width = size
     if max(padding[0], padding[2]) >= width or max(padding[1], padding[3]) >= height:
-        raise _unsupported(step, f"padding {padding} as large as the crop {size}")
-    fill = tuple(int(v) for v in _fill(step.fill, step))
+        raise _bad_value(step, f"padding {padding} as large as the crop {size}")
+    fill = tuple(round(v) for v in _fill(step.fill, step, given))
     return ops.RandomCrop(size, padding, bool(step.pad_if_needed), (fill[0], fill[1], fill[2]))
 
 
-def _random_resized_crop(step: Any) -> ops.Op:
-    _resampling(step)
-    return ops.RandomResizedCrop(_size(step.size, step), _range(step.scale), _range(step.ratio))
+def _random_resized_crop(step: Any, given: _Input) -> ops.Op:
+    _resampling(step, given)
+    scale, ratio = _range(step.scale), _range(step.ratio)
+    if not (0 < scale[0] <= scale[1] and 0 < ratio[0] <= ratio[1]):
+        raise _bad_value(step, f"scale={scale}, ratio={ratio}: each a (min, max) of positives")
+    return ops.RandomResizedCrop(_size(step.size, step), scale, ratio)
 
 
-def _resize(step: Any) -> ops.Op:
-    _resampling(step)
+def _resize(step: Any, given: _Input) -> ops.Op:
+    _resampling(step, given)
     size = step.size
     sizes = list(size) if isinstance(size, (list, tuple)) else [size]
     if size is None or not sizes or len(sizes) > 2 or not all(_is_int(v) and v > 0 for v in sizes):
@@ -232,32 +260,45 @@ def _resize(step: Any) -> ops.Op:
     return ops.Resize(tuple(int(v) for v in sizes), max_size)
 
 
-def _rotation(step: Any) -> ops.Op:
+def _rotation(step: Any, given: _Input) -> ops.Op:
     if step.expand or step.center is not None:
         raise _unsupported(step, "expand=True or a center: the default center, expand=False")
-    low, high = _range(step.degrees)
+    low, high = _ordered(step.degrees, step, "degrees")
     return ops.Affine(
         (-high, -low),  # counter-clockwise, as an affine's clockwise angle
         bilinear=_warp_interpolation(step),
-        fill=_one_fill(step.fill, step),
+        fill=_one_fill(step.fill, step, given),
     )
 
 
-def _affine(step: Any) -> ops.Op:
+def _affine(step: Any, given: _Input) -> ops.Op:
     if getattr(step, "center", None) is not None:
         raise _unsupported(step, "a center: the default (the image's) is taken")
     shear = None
     if step.shear is not None:
         values = [float(v) for v in step.shear]
-        shear = (values[0], values[1], *(values[2:4] if len(values) == 4 else (0.0, 0.0)))
+        x_range = _ordered(values[:2], step, "shear")
+        y_range = _ordered(values[2:4], step, "shear") if len(values) == 4 else (0.0, 0.0)
+        shear = (*x_range, *y_range)
+    scale = _ordered(step.scale, step, "scale") if step.scale is not None else None
+    if scale is not None and scale[0] <= 0:
+        raise _bad_value(step, f"scale={step.scale!r}: positive")
     return ops.Affine(
-        _range(step.degrees),
+        _ordered(step.degrees, step, "degrees"),
         translate=_range(step.translate) if step.translate is not None else None,
-        scale=_range(step.scale) if step.scale is not None else None,
+        scale=scale,
         shear=shear,  # type: ignore[arg-type]
         bilinear=_warp_interpolation(step),
-        fill=_one_fill(step.fill, step),
+        fill=_one_fill(step.fill, step, given),
     )
+
+
+def _ordered(value: Any, step: object, name: str) -> tuple[float, float]:
+    """A (min, max) range, as torchvision draws from (a reversed one fails there when called)."""
+    low, high = _range(value)
+    if low > high:
+        raise _bad_value(step, f"{name}={value!r}: a (min, max) range")
+    return low, high
 
 
 def _warp_interpolation(step: Any) -> bool:
@@ -267,7 +308,7 @@ def _warp_interpolation(step: Any) -> bool:
     return mode == "bilinear"
 
 
-def _jitter(step: Any) -> ops.Op:
+def _jitter(step: Any, given: _Input) -> ops.Op:
     def factor(value: Any, identity: float) -> tuple[float, float] | None:
         if value is None:
             return None
@@ -282,18 +323,30 @@ def _jitter(step: Any) -> ops.Op:
     )
 
 
-def _blur(step: Any) -> ops.Op:
+def _blur(step: Any, given: _Input) -> ops.Op:
     kernel = tuple(int(v) for v in step.kernel_size)
     if len(kernel) == 1:
         kernel *= 2
-    return ops.GaussianBlur((kernel[0], kernel[1]), _range(step.sigma))
+    return ops.GaussianBlur((kernel[0], kernel[1]), _ordered(step.sigma, step, "sigma"))
 
 
-def _normalize(step: Any) -> ops.Op:
+def _grayscale(step: Any, given: _Input) -> ops.Op:
+    channels = int(step.num_output_channels)
+    if channels not in (1, 3):
+        raise _bad_value(step, f"num_output_channels={channels}: 1 or 3, as in torchvision")
+    return ops.Grayscale(channels)
+
+
+def _normalize(step: Any, given: _Input) -> ops.Op:
     def values(raw: Any) -> tuple[float, ...]:
-        listed = raw.tolist() if hasattr(raw, "tolist") else raw
+        listed = raw.reshape(-1).tolist() if hasattr(raw, "reshape") else raw
         items = listed if isinstance(listed, (list, tuple)) else [listed]
-        return tuple(float(v) for v in items)
+        try:
+            return tuple(float(v) for v in items)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"Normalize needs numbers, one or one per channel, got {raw!r}"
+            ) from None
 
     mean, std = values(step.mean), values(step.std)
     if len(mean) != len(std) and 1 not in (len(mean), len(std)):
@@ -309,21 +362,26 @@ def _normalize(step: Any) -> ops.Op:
     return ops.Normalize(mean, std)
 
 
-_READERS: dict[str, Any] = {
+_READERS: dict[str, Callable[[Any, _Input], ops.Op]] = {
     "RandomResizedCrop": _random_resized_crop,
     "RandomCrop": _random_crop,
-    "CenterCrop": lambda s: ops.CenterCrop(_size(s.size, s)),
+    "CenterCrop": lambda s, _: ops.CenterCrop(_size(s.size, s)),
     "Resize": _resize,
-    "RandomHorizontalFlip": lambda s: ops.Flip(True, _probability(s.p, s)),
-    "RandomVerticalFlip": lambda s: ops.Flip(False, _probability(s.p, s)),
+    "RandomHorizontalFlip": lambda s, _: ops.Flip(True, _probability(s.p, s)),
+    "RandomVerticalFlip": lambda s, _: ops.Flip(False, _probability(s.p, s)),
     "RandomRotation": _rotation,
     "RandomAffine": _affine,
     "ColorJitter": _jitter,
-    "Grayscale": lambda s: ops.Grayscale(int(s.num_output_channels)),
-    "RandomGrayscale": lambda s: ops.Grayscale(3, _probability(s.p, s)),
+    "Grayscale": _grayscale,
+    "RandomGrayscale": lambda s, _: ops.Grayscale(3, _probability(s.p, s)),
     "GaussianBlur": _blur,
     "Normalize": _normalize,
 }
+
+
+def _bad_value(step: object, why: str) -> ConfigError:
+    """A value torchvision would fail on, or that cannot be: what and why, no way around."""
+    return ConfigError(f"transform=: {type(step).__name__} with {why}")
 
 
 def _unsupported(step: object, why: str) -> ConfigError:

@@ -179,6 +179,13 @@ def _warp(canvas: torch.Tensor, spec: LoaderSpec, params: dict[str, np.ndarray])
     _, height, width = canvas.shape
     out_h, out_w = spec.image_size
     xs, ys = _pixel_centers(out_w), _pixel_centers(out_h)
+    if not plan.bilinear:
+        return _nearest(
+            canvas,
+            (a * xs)[None, :] + (b * ys + c)[:, None],
+            (d * xs)[None, :] + (e * ys + f)[:, None],
+            plan.warp_fill,
+        )
     # grid_sample's [-1, 1] coordinates of each output pixel's source: two broadcast sums of a
     # row and a column (the map's terms in x and in y), not full-size products
     grid = torch.empty(1, out_h, out_w, 2)
@@ -189,16 +196,26 @@ def _warp(canvas: torch.Tensor, spec: LoaderSpec, params: dict[str, np.ndarray])
     torch.add(
         (xs * (d * sy))[None, :], (ys * (e * sy) + (f * sy - 1))[:, None], out=grid[0, ..., 1]
     )
-    mode = "bilinear" if plan.bilinear else "nearest"
     out = torch.nn.functional.grid_sample(
-        canvas.float()[None], grid, mode=mode, padding_mode="zeros", align_corners=False
+        canvas.float()[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )[0]
     if plan.warp_fill:
         inside = torch.nn.functional.grid_sample(
-            torch.ones(1, 1, height, width), grid, mode=mode, align_corners=False
+            torch.ones(1, 1, height, width), grid, mode="bilinear", align_corners=False
         )[0]
         out += plan.warp_fill * (1 - inside)
     return out.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)  # half up, as DALI
+
+
+def _nearest(canvas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, fill: float) -> torch.Tensor:
+    """The pixel each source point (x, y) (corner coordinates) falls in, DALI's nearest: the
+    floor of the coordinate (grid_sample rounds ties to even instead: other pixels where a
+    turn lands exactly between two); outside the canvas, the fill."""
+    _, height, width = canvas.shape
+    column, row = torch.floor(x).long(), torch.floor(y).long()
+    inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
+    out = canvas[:, row.clamp(0, height - 1), column.clamp(0, width - 1)]
+    return torch.where(inside, out, torch.tensor(round(fill), dtype=torch.uint8))
 
 
 @functools.cache

@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from dali_loader.base import TORCH_DTYPES, BaseLoader, Batch
+from dali_loader.errors import DaliLoaderError
 from dali_loader.index import SampleIndex
 from dali_loader.source import CheckedIndex
 from dali_loader.spec import LoaderSpec
@@ -36,6 +37,17 @@ class _EpochRequests:
 
     def __len__(self) -> int:
         return len(self.requests)
+
+
+def _unwrapped(error: DaliLoaderError) -> DaliLoaderError:
+    """`error` as raised in the worker: torch re-raises it with "Caught <name> in DataLoader
+    worker process k. Original Traceback ..." and the traceback, ending in "<module>.<name>:
+    message"."""
+    message = str(error)
+    marker = f"{type(error).__name__}: "  # after the module's name: "dali_loader.errors."
+    if "Original Traceback" not in message or marker not in message:
+        return error
+    return type(error)(message.rsplit(marker, 1)[1].rstrip())
 
 
 def _sizes(index: SampleIndex) -> np.ndarray:
@@ -99,7 +111,7 @@ class TorchvisionLoader(BaseLoader):
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
         slots = len(self._slots)
         self._requests.requests = [(epoch, batch, i % slots) for i, batch in enumerate(batches)]
-        for batch, slot in zip(batches, self._loader, strict=True):
+        for batch, slot in zip(batches, self._worker_slots(), strict=True):
             if self._as_is is not None:  # the Compose normalized them, or did not: as given
                 images = self._slots[slot, : len(batch)].to(self.device, copy=True)
                 if self.spec.channels_last and images.dim() == 4:
@@ -108,6 +120,15 @@ class TorchvisionLoader(BaseLoader):
                 images = self._normalize(self._slots[slot, : len(batch)])
             labels = torch.from_numpy(self._labels[batch].astype(np.int64))
             yield images, labels.to(self.device, non_blocking=True)
+
+    def _worker_slots(self) -> Iterator[int]:
+        """The DataLoader's batches (slot numbers). Our own errors in a worker come back as the
+        same error, not wrapped in torch's "Caught ... in DataLoader worker" and the worker's
+        traceback: the message names the file already."""
+        try:
+            yield from self._loader
+        except DaliLoaderError as error:
+            raise _unwrapped(error) from None
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) in a slot -> normalized, in the spec's dtype and memory format."""

@@ -159,6 +159,7 @@ def test_a_file_broken_after_the_check_is_named_in_the_error(tmp_path: Path, bac
     message = str(error)
     assert "changed after the loader checked them" in message and str(victim) in message
     assert error.__cause__ is not None  # the decoder's own error, chained
+    assert "Original Traceback" not in message  # not torch's wrapping of a worker's error
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

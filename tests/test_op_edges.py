@@ -16,7 +16,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from dali_loader import ConfigError, create_loader, params
+from dali_loader import ConfigError, DatasetError, create_loader, params
 from dali_loader.spec import LoaderSpec
 from dali_loader.transforms import compile_transform
 
@@ -169,3 +169,79 @@ def test_drawn_parameters_copy_and_pickle() -> None:
     drawn = params.draw(spec, 0, np.arange(3), np.array([[50, 40]] * 3))
     for twin in (copy.copy(drawn), pickle.loads(pickle.dumps(drawn))):
         assert np.array_equal(twin.matrices, drawn.matrices)
+
+
+def test_a_fill_after_to_tensor_is_on_the_0_to_1_scale(tmp_path: Path) -> None:
+    paths = write(tmp_path, [(40, 30)])
+    steps = [T.ToTensor(), T.RandomRotation((30, 30), fill=1.0)]
+    loader = create_loader(
+        ([str(p) for p in paths], [0]), batch_size=1, transform=T.Compose(steps), shuffle=False
+    )
+    images, _ = next(iter(loader))
+    assert torch.equal(images[0, :, 0, 0], torch.ones(3))  # white, as torchvision's corner
+
+
+def test_nearest_ties_fall_alike_on_every_backend(tmp_path: Path) -> None:
+    """A quarter turn of a 50x51 image puts every source point exactly between two pixels:
+    both backends take DALI's (the floor of the coordinate), so they agree exactly."""
+    paths = write(tmp_path, [(50, 51)] * 2)
+    for steps in (
+        [T.RandomRotation((90, 90))],
+        [T.RandomAffine(0, shear=(45, 45, 0, 0))],
+        [T.RandomAffine(0, scale=(0.5, 0.5))],
+    ):
+        out = both(paths, steps)
+        assert torch.equal(out["torchvision"], out["dali-cpu"]), steps
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([T.Grayscale(2)], "num_output_channels=2"),
+        ([T.GaussianBlur(101, 5.0)], r"GaussianBlur\(kernel_size=\(101, 101\)\) on 64x48"),
+        ([T.Resize(8, max_size=9)], "too thin to keep a pixel"),
+        ([T.RandomResizedCrop(16, ratio=(0.0, 1.0))], "ratio"),
+        ([T.RandomResizedCrop(16, scale=(1.0, 0.5))], "scale"),
+        ([T.RandomRotation((10, -10))], r"degrees=\[10.0, -10.0\]: a \(min, max\) range"),
+        ([T.ToTensor(), T.Resize(20, antialias=None)], "antialias=None"),
+    ],
+)
+def test_what_torchvision_fails_on_later_is_refused_at_creation(
+    tmp_path: Path, steps: list[Any], message: str
+) -> None:
+    paths = write(tmp_path, [(64, 48)])
+    if "max_size" in repr(steps):  # a sliver, 300x2
+        Image.fromarray(np.full((2, 300, 3), 90, np.uint8)).save(paths[0])
+    with pytest.raises(ConfigError, match=message):
+        through_loader(paths, steps, "torchvision")
+
+
+def test_what_torchvision_takes_is_taken(tmp_path: Path) -> None:
+    paths = write(tmp_path, [(64, 48)] * 2)
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)
+    for steps in (
+        [T.Resize(20, antialias=False)],  # on a PIL image, torchvision antialiases anyway
+        [T.RandomRotation(15, fill=128), T.CenterCrop(30)],  # the crop never pads here
+        [T.Normalize(mean, mean)],
+    ):
+        out = both(paths, steps)
+        assert out["torchvision"].shape[0] == 2, steps
+
+
+def test_a_workers_error_comes_back_unwrapped(tmp_path: Path) -> None:
+    paths = write(tmp_path, [(20, 20), (20, 21)] * 2)
+    loader = create_loader(
+        ([str(p) for p in paths], [0] * 4),
+        backend="torchvision",
+        transform=T.Compose([T.ToTensor()]),
+        as_is=True,
+        batch_size=2,
+        num_workers=2,
+        shuffle=False,
+    )
+    with pytest.raises(DatasetError) as caught:
+        for _ in loader:
+            pass
+    message = str(caught.value)
+    assert message.startswith(str(paths[1])) and "a batch needs one size" in message
+    assert "Original Traceback" not in message
