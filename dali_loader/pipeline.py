@@ -203,10 +203,15 @@ def _crop_stage(spec: LoaderSpec, encoded: Any, drawn: dict[str, Any], decoder: 
 _GRAY = params.GRAY.astype(np.float32).tolist()  # one output channel
 
 
-_DALI = Ops(
-    maximum=dmath.max,
-    minimum=dmath.min,
+_DALI = Ops(  # on HWC
+    channel_max=lambda x: fn.reductions.max(x, axes=[2], keep_dims=True),
+    channel_min=lambda x: fn.reductions.min(x, axes=[2], keep_dims=True),
+    channel_sum=lambda x: fn.reductions.sum(x, axes=[2], keep_dims=True),
+    mix=lambda x, matrix: fn.coord_transform(x, M=[v for row in matrix for v in row]),
+    per_channel=lambda values: types.Constant(np.array(values, np.float32)),
     floor=dmath.floor,
+    abs=dmath.abs,
+    clamp=dmath.clamp,
     as_float=lambda mask: fn.cast(mask, dtype=types.FLOAT),
 )
 
@@ -229,9 +234,7 @@ def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool
                     terms = terms + device(drawn[f"c{k}.b{j}"]) * mean
                 x = dmath.clamp(terms, 0.0, 255.0)
                 if op.hue is not None:  # a turn of 0 for the images another property is at
-                    channels = (x[:, :, 0], x[:, :, 1], x[:, :, 2])
-                    turned = turn_hue(*channels, device(drawn[f"c{k}.h{j}"]), _DALI)
-                    x = fn.stack(*turned, axis=2)
+                    x = turn_hue(x, device(drawn[f"c{k}.h{j}"]), _DALI)
         elif isinstance(op, Grayscale):
             x = fn.coord_transform(x, M=_GRAY if op.channels == 1 else drawn[f"c{k}.m0"])
         else:

@@ -224,10 +224,15 @@ def _pixel_centers(count: int) -> torch.Tensor:
     return torch.arange(count, dtype=torch.float32) + 0.5
 
 
-_TORCH = Ops(
-    maximum=torch.maximum,
-    minimum=torch.minimum,
+_TORCH = Ops(  # on (3, H, W)
+    channel_max=lambda x: x.amax(0, keepdim=True),
+    channel_min=lambda x: x.amin(0, keepdim=True),
+    channel_sum=lambda x: x.sum(0, keepdim=True),
+    mix=lambda x, matrix: torch.einsum("ij,jhw->ihw", torch.tensor(matrix), x),
+    per_channel=lambda values: torch.tensor(values).view(3, 1, 1),
     floor=torch.floor,
+    abs=torch.abs,
+    clamp=torch.clamp,
     as_float=lambda mask: mask.float(),
 )
 
@@ -250,7 +255,7 @@ def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> 
                     x = x_m.clamp_(0, 255)
                 turns = float(params.get(f"c{k}.h{j}", [0.0])[0])
                 if turns:
-                    x = torch.stack(turn_hue(x[0], x[1], x[2], turns, _TORCH))
+                    x = turn_hue(x, turns, _TORCH)
         elif isinstance(op, Grayscale):
             if op.channels == 1:
                 x = torch.einsum("c,chw->hw", gray, x)[None]
