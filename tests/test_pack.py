@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -194,3 +195,55 @@ def test_first_batch_of_a_packed_class_sorted_set_mixes_classes(
     _, labels = next(iter(loader))
     counts = Counter(labels.tolist())
     assert len(counts) == 10 and max(counts.values()) <= 16
+
+
+def _alive_in_session(session: int) -> list[int]:
+    """The processes (not zombies) of session `session`: a killed pack's and its workers'."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, sid = fields[0], int(fields[3])  # after "(comm)": state ppid pgrp session
+        if sid == session and state != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def test_a_pack_killed_with_sigkill_leaves_no_worker_and_resumes(tmp_path: Path) -> None:
+    """kill -9 of `dali-loader pack`: its pool workers die with it (they no longer write shards
+    for no one), and the same command then finishes the set, as a run never killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import write_index_folder
+
+    source = write_index_folder(tmp_path / "src", [300, 300])
+    out = tmp_path / "packed"
+    command = [sys.executable, "-m", "dali_loader.cli", "pack", str(source), str(out)]
+    command += ["--shard-size", "16KB", "--workers", "2"]
+    proc = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.tar")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "pack finished before it could be killed: give it more to do"
+    workers = [pid for pid in _alive_in_session(proc.pid) if pid != proc.pid]
+    assert workers, "no pool worker to orphan"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive_in_session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive_in_session(proc.pid) == []
+    assert not (out / "manifest.json").exists()
+    pack(source, out, shard_size=16 << 10, progress=False)
+    reference = pack(source, tmp_path / "reference", shard_size=16 << 10, progress=False)
+    resumed, whole = (json.loads(p.read_text()) for p in (out / "manifest.json", reference))
+    assert resumed["shards"] == whole["shards"] and resumed["num_samples"] == 600
