@@ -100,19 +100,19 @@ def define_pipeline(
         plan = spec.plan
         images = _crop_stage(spec, encoded, drawn, decoder)
         mirror: Any = 0
-        if plan.mirror_only and plan.has_warp:
+        if plan.has_warp and not plan.warped:  # a mirror alone: crop_mirror_normalize's
             mirror = drawn["flips"]
-        elif plan.has_warp:
-            warped = fn.warp_affine(
+        elif plan.warped:
+            # uint8 out, rounded by DALI: half away from zero on the CPU, as the fallback's
+            # half up; a bilinear blend lands on exactly .5 too rarely to pay a float pass
+            images = fn.warp_affine(
                 images,
                 matrix=drawn["matrices"],
                 size=list(spec.image_size),
                 fill_value=plan.warp_fill,
                 interp_type=types.INTERP_LINEAR if plan.bilinear else types.INTERP_NN,
                 inverse_map=True,
-                dtype=types.FLOAT,
             )
-            images = _to_uint8(warped)
         if plan.colors:
             images = _color_stage(plan, images, drawn, on_gpu=device_id is not None)
         images = fn.crop_mirror_normalize(
@@ -251,7 +251,7 @@ def _color_stage(plan: Plan, images: Any, drawn: dict[str, Any], *, on_gpu: bool
 
 def _to_uint8(x: Any) -> Any:
     """Round half up, as the fallback does: a cast's own rounding of .5 is not the same on
-    every device."""
+    every device (the color ops meet exact halves: 103 * 1.5)."""
     return fn.reshape(fn.cast(dmath.floor(x + 0.5), dtype=types.UINT8), layout="HWC")
 
 

@@ -210,11 +210,17 @@ def _warp(canvas: torch.Tensor, spec: LoaderSpec, params: dict[str, np.ndarray])
 def _nearest(canvas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, fill: float) -> torch.Tensor:
     """The pixel each source point (x, y) (corner coordinates) falls in, DALI's nearest: the
     floor of the coordinate (grid_sample rounds ties to even instead: other pixels where a
-    turn lands exactly between two); outside the canvas, the fill."""
+    turn lands exactly between two), so grid_sample is given that pixel's center; outside the
+    canvas, the fill."""
     _, height, width = canvas.shape
-    column, row = torch.floor(x).long(), torch.floor(y).long()
+    column, row = torch.floor(x), torch.floor(y)
+    grid = torch.stack([(column + 0.5) * (2 / width) - 1, (row + 0.5) * (2 / height) - 1], -1)
+    out = torch.nn.functional.grid_sample(
+        canvas.float()[None], grid[None], mode="nearest", padding_mode="zeros", align_corners=False
+    )[0].to(torch.uint8)
+    if not fill:
+        return out
     inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
-    out = canvas[:, row.clamp(0, height - 1), column.clamp(0, width - 1)]
     return torch.where(inside, out, torch.tensor(round(fill), dtype=torch.uint8))
 
 

@@ -72,7 +72,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="backend 'dali' needs a CUDA GPU")
 
 # Every contract test runs on each of these. DALI missing is a failure, not a skip: CI installs it.
-BACKENDS = ["torchvision", "dali-cpu", pytest.param("dali", marks=[pytest.mark.cuda, CUDA])]
+GPU_BACKEND = pytest.param("dali", marks=[pytest.mark.cuda, CUDA])
+BACKENDS = ["torchvision", "dali-cpu", GPU_BACKEND]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,7 +20,7 @@ from dali_loader import ConfigError, DatasetError, create_loader, params
 from dali_loader.spec import LoaderSpec
 from dali_loader.transforms import compile_transform
 
-from .test_ops import BACKENDS, smooth_image, through_loader
+from .test_ops import CPU_BACKENDS, smooth_image, through_loader
 
 
 def write(tmp_path: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[Path]:
@@ -35,7 +35,7 @@ def write(tmp_path: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[P
 def both(paths: list[Path], steps: list[Any], epoch: int = 0) -> dict[str, torch.Tensor]:
     """The first batch of each backend for `epoch`, in 0..255 levels."""
     out = {}
-    for backend in BACKENDS:
+    for backend in CPU_BACKENDS:
         loader = create_loader(
             ([str(p) for p in paths], [0] * len(paths)),
             batch_size=len(paths),
@@ -101,7 +101,7 @@ def test_a_value_at_exactly_half_rounds_alike_on_every_backend(tmp_path: Path) -
         assert (levels == 155).all(), levels.unique()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_images_of_several_sizes_turned_then_cropped(tmp_path: Path, backend: str) -> None:
     """The size is fixed by a crop after the turn: images of several sizes are taken, each
     turned about its own center, exactly as torchvision turns and crops it (nearest)."""

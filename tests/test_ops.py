@@ -33,7 +33,10 @@ from torchvision.transforms.v2.functional._color import _rgb_to_hsv
 
 from dali_loader import create_loader
 
-BACKENDS = ["torchvision", "dali-cpu"]
+from .conftest import GPU_BACKEND
+
+CPU_BACKENDS = ["torchvision", "dali-cpu"]
+BACKENDS = [*CPU_BACKENDS, GPU_BACKEND]  # "dali" runs where CUDA is (the GPU proof)
 SIZES = [(48, 48), (64, 40), (37, 53)]  # (width, height): square, wide, tall and odd
 BILINEAR, NEAREST = InterpolationMode.BILINEAR, InterpolationMode.NEAREST
 
@@ -83,7 +86,7 @@ def through_loader(paths: list[Path], steps: list[Any], backend: str) -> torch.T
         shuffle=False,
         num_threads=1,
     )
-    images, _ = next(iter(loader))
+    images = next(iter(loader))[0].cpu()
     assert images.dtype == torch.float32
     levels = images.double() * 255
     assert (levels - levels.round()).abs().max() < 1e-3
@@ -683,7 +686,8 @@ def cifar_epoch(root: Path, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     )
     batches = list(loader)
     assert len(batches) == 1
-    return batches[0]
+    images, labels = batches[0]
+    return images.cpu(), labels.cpu()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -746,7 +750,8 @@ def turned_batch(source: tuple[list[str], list[int]], backend: str) -> tuple[Any
         shuffle=False,
         num_threads=1,
     )
-    return next(iter(loader))
+    images, labels = next(iter(loader))
+    return images.cpu(), labels.cpu()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
