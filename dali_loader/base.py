@@ -41,9 +41,10 @@ def _changed_files_message(changed: list[str]) -> str:
 class BaseLoader:
     """Iterate `(images, labels)` batches epoch after epoch, like a torch DataLoader.
 
-    images: (N, 3, H, W) normalized, `spec.dtype`, on `device` (channels_last memory format when
-    asked); labels: int64 (N,), on the same device. A plain `for` loop starts a new epoch each
-    time; `set_epoch(e)` picks the epoch (and so the shuffle order) of the next loop.
+    images: (N, C, H, W) normalized (C = 1 after Grayscale(1), else 3), `spec.dtype`, on
+    `device` (channels_last memory format when asked); labels: int64 (N,), on the same device.
+    A plain `for` loop starts a new epoch each time; `set_epoch(e)` picks the epoch (and so the
+    shuffle order) of the next loop.
     """
 
     backend: str = ""
