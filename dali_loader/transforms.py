@@ -32,7 +32,7 @@ _FLOAT_DTYPES = {
 _MARKERS = ("ToTensor", "PILToTensor", "ToImage", "ToDtype", "ConvertImageDtype", "ToPILImage")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Compiled:
     """What a transform spells: the ops, and the dtype its conversion to float asks."""
 
