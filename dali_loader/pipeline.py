@@ -103,8 +103,10 @@ def define_pipeline(
         if plan.has_warp and not plan.warped:  # a mirror alone: crop_mirror_normalize's
             mirror = drawn["flips"]
         elif plan.warped:
-            # uint8 out, rounded by DALI: half away from zero on the CPU, as the fallback's
-            # half up; a bilinear blend lands on exactly .5 too rarely to pay a float pass
+            # DALI's own rounding to uint8 is half away from zero on the CPU (the fallback's
+            # half up) but half to even on a GPU: there, floats, rounded as the fallback does
+            # (a warp by an exact scale lands on .5 often)
+            on_gpu = device_id is not None
             images = fn.warp_affine(
                 images,
                 matrix=drawn["matrices"],
@@ -112,7 +114,9 @@ def define_pipeline(
                 fill_value=plan.warp_fill,
                 interp_type=types.INTERP_LINEAR if plan.bilinear else types.INTERP_NN,
                 inverse_map=True,
+                dtype=types.FLOAT if on_gpu else types.UINT8,
             )
+            images = _to_uint8(images) if on_gpu else images
         if plan.colors:
             images = _color_stage(plan, images, drawn, on_gpu=device_id is not None)
         images = fn.crop_mirror_normalize(

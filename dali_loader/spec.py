@@ -183,12 +183,13 @@ class LoaderSpec:
         _check_blurs(spec)
         try:  # every size the ops meet, drawn once: what they cannot take is refused now
             params.draw(spec, 0, first, unique)
-        except DatasetError:
+        except (DatasetError, ConfigError):
             for size, row in zip(unique, first.tolist(), strict=True):  # which image
                 try:
                     params.draw(spec, 0, np.array([row]), size[None])
-                except DatasetError as error:
-                    raise DatasetError(f"{names[row]}: {error}") from None
+                except (DatasetError, ConfigError) as error:
+                    raise type(error)(f"{names[row]}: {error}") from None
+            raise
         return spec
 
     def _check_recipe(self) -> None:

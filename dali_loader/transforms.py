@@ -9,6 +9,7 @@ naming it; `SUPPORTED` lists what is taken, README's table how.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,7 +91,8 @@ class _Reader:
 
     def _convert(self, step: Any, name: str) -> None:
         if name == "ToPILImage":
-            return  # a decoded image already is one
+            self.dtype = None  # a PIL image again: fills on 0..255, resizes antialiased
+            return
         if name == "ToTensor":
             self.dtype = "float32"
         elif name in ("PILToTensor", "ToImage"):
@@ -200,7 +202,9 @@ def _fill(fill: Any, step: object, given: _Input) -> tuple[float, float, float]:
     scale = "0..1, after ToTensor" if given.fill_scale != 1 else "0..255"
     if len(values) != 3 or not all(0 <= v <= 255 for v in values):
         raise _bad_value(step, f"fill={fill!r}: one value or one per RGB channel, {scale}")
-    return values[0], values[1], values[2]
+    # whole 8-bit levels, rounded half up once here: every backend fills with the same pixel
+    red, green, blue = (float(math.floor(v + 0.5)) for v in values)
+    return red, green, blue
 
 
 def _one_fill(fill: Any, step: object, given: _Input) -> float:
@@ -236,7 +240,7 @@ def _random_crop(step: Any, given: _Input) -> ops.Op:
     height, width = size
     if max(padding[0], padding[2]) >= width or max(padding[1], padding[3]) >= height:
         raise _bad_value(step, f"padding {padding} as large as the crop {size}")
-    fill = tuple(round(v) for v in _fill(step.fill, step, given))
+    fill = tuple(int(v) for v in _fill(step.fill, step, given))
     return ops.RandomCrop(size, padding, bool(step.pad_if_needed), (fill[0], fill[1], fill[2]))
 
 
@@ -253,10 +257,10 @@ def _resize(step: Any, given: _Input) -> ops.Op:
     size = step.size
     sizes = list(size) if isinstance(size, (list, tuple)) else [size]
     if size is None or not sizes or len(sizes) > 2 or not all(_is_int(v) and v > 0 for v in sizes):
-        raise _unsupported(step, f"size={size!r}: an int (the shorter side) or (height, width)")
+        raise _bad_value(step, f"size={size!r}: an int (the shorter side) or (height, width)")
     max_size = getattr(step, "max_size", None)
     if max_size is not None and (len(sizes) == 2 or max_size <= sizes[0]):
-        raise _unsupported(step, f"max_size={max_size!r} with size={size!r}")
+        raise _bad_value(step, f"max_size={max_size!r} with size={size!r}")
     return ops.Resize(tuple(int(v) for v in sizes), max_size)
 
 

@@ -128,7 +128,10 @@ class TorchvisionLoader(BaseLoader):
         try:
             yield from self._loader
         except DaliLoaderError as error:
-            raise _unwrapped(error) from None
+            unwrapped = _unwrapped(error)
+            if unwrapped is error:  # raised here (no workers): as it is, its cause kept
+                raise
+            raise unwrapped from None
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) in a slot -> normalized, in the spec's dtype and memory format."""

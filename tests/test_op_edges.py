@@ -245,3 +245,27 @@ def test_a_workers_error_comes_back_unwrapped(tmp_path: Path) -> None:
     message = str(caught.value)
     assert message.startswith(str(paths[1])) and "a batch needs one size" in message
     assert "Original Traceback" not in message
+
+
+def test_fractional_fills_are_one_whole_level_on_every_backend(tmp_path: Path) -> None:
+    """0.5 after ToTensor is 127.5: rounded once, up, for the turn and the crop alike (black
+    images, nearest turns: every pixel is the image's 0 or the fill)."""
+    paths = [tmp_path / f"black{k}.png" for k in range(3)]
+    for path in paths:
+        Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(path)
+    steps = [
+        T.ToTensor(),
+        T.RandomRotation(30, fill=0.5),
+        T.RandomCrop(20, padding=2, fill=0.5),
+        T.ToPILImage(),
+    ]
+    out = both(paths, steps)
+    assert torch.equal(out["torchvision"], out["dali-cpu"])
+    assert set(out["torchvision"].unique().tolist()) == {0.0, 128.0}
+
+
+def test_to_pil_image_reads_what_follows_as_on_a_pil_image(tmp_path: Path) -> None:
+    paths = write(tmp_path, [(40, 30)])
+    steps = [T.ToTensor(), T.ToPILImage(), T.RandomRotation((30, 30), fill=128)]
+    out = through_loader(paths, steps, "torchvision")
+    assert torch.equal(out[0, :, 0, 0], torch.full((3,), 128.0, dtype=out.dtype))
