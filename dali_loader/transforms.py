@@ -78,6 +78,11 @@ class _Reader:
         reader = _READERS.get(name)
         if reader is None:
             raise _unsupported(step, "not taken")
+        if name == "Normalize" and self.dtype not in _FLOAT_DTYPES.values():
+            raise ConfigError(
+                "transform=: Normalize before ToTensor (or ToDtype(float, scale=True)): "
+                "torchvision normalizes float tensors; convert first"
+            )
         given = _Input(
             tensor=self.dtype is not None,
             fill_scale=255.0 if self.dtype in _FLOAT_DTYPES.values() else 1.0,

@@ -33,20 +33,8 @@ def write(tmp_path: Path, sizes: list[tuple[int, int]], seed: int = 0) -> list[P
 
 
 def both(paths: list[Path], steps: list[Any], epoch: int = 0) -> dict[str, torch.Tensor]:
-    """The first batch of each backend for `epoch`, in 0..255 levels."""
-    out = {}
-    for backend in CPU_BACKENDS:
-        loader = create_loader(
-            ([str(p) for p in paths], [0] * len(paths)),
-            batch_size=len(paths),
-            backend=backend,
-            transform=T.Compose([*steps, T.ToTensor()]),
-            shuffle=False,
-            num_threads=1,
-        )
-        loader.set_epoch(epoch)
-        out[backend] = (next(iter(loader))[0].double() * 255).round()
-    return out
+    """The first batch of each CPU backend for `epoch`, in 0..255 levels."""
+    return {backend: through_loader(paths, steps, backend, epoch) for backend in CPU_BACKENDS}
 
 
 def test_a_window_wholly_in_the_padding_is_all_fill(tmp_path: Path) -> None:
@@ -218,14 +206,23 @@ def test_what_torchvision_fails_on_later_is_refused_at_creation(
 
 def test_what_torchvision_takes_is_taken(tmp_path: Path) -> None:
     paths = write(tmp_path, [(64, 48)] * 2)
-    mean = torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)
     for steps in (
         [T.Resize(20, antialias=False)],  # on a PIL image, torchvision antialiases anyway
         [T.RandomRotation(15, fill=128), T.CenterCrop(30)],  # the crop never pads here
-        [T.Normalize(mean, mean)],
     ):
         out = both(paths, steps)
         assert out["torchvision"].shape[0] == 2, steps
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)  # the shape Normalize broadcasts
+    compose = T.Compose([T.ToTensor(), T.Normalize(mean, mean)])
+    loader = create_loader(([str(p) for p in paths], [0, 0]), transform=compose, batch_size=2)
+    images, _ = next(iter(loader))
+    expected = (T.ToTensor()(Image.open(paths[0]).convert("RGB")) - mean) / mean
+    assert torch.allclose(images[0], expected, atol=1e-5)
+
+
+def test_normalize_before_the_float_conversion_is_refused() -> None:
+    with pytest.raises(ConfigError, match="Normalize before"):
+        compile_transform(T.Compose([T.CenterCrop(8), T.Normalize(0.5, 0.5), T.ToTensor()]))
 
 
 def test_a_workers_error_comes_back_unwrapped(tmp_path: Path) -> None:

@@ -75,9 +75,11 @@ def pngs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def through_loader(paths: list[Path], steps: list[Any], backend: str) -> torch.Tensor:
-    """The first batch of `Compose([*steps, ToTensor()])` over `paths`, in 0..255 levels: whole
-    ones (ToTensor's v / 255 of uint8 pixels)."""
+def through_loader(
+    paths: list[Path], steps: list[Any], backend: str, epoch: int = 0
+) -> torch.Tensor:
+    """The first batch of `Compose([*steps, ToTensor()])` over `paths` in `epoch`, in 0..255
+    levels: whole ones (ToTensor's v / 255 of uint8 pixels)."""
     loader = create_loader(
         ([str(p) for p in paths], [0] * len(paths)),
         batch_size=len(paths),
@@ -86,6 +88,7 @@ def through_loader(paths: list[Path], steps: list[Any], backend: str) -> torch.T
         shuffle=False,
         num_threads=1,
     )
+    loader.set_epoch(epoch)
     images = next(iter(loader))[0].cpu()
     assert images.dtype == torch.float32
     levels = images.double() * 255
