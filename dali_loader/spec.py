@@ -83,10 +83,9 @@ class LoaderSpec:
         plan = plan_of(self.ops, self.smallest_source or ANY_SIZE)
         if self.crop_size is None:
             object.__setattr__(self, "crop_size", static_size(plan.crops))
-        if self.crop_size is not None:
-            object.__setattr__(self, "image_size", _warped_size(plan, self.crop_size))
-        elif (cut := _warp_crop_size(plan)) is not None:
-            object.__setattr__(self, "image_size", cut)
+        # a crop after a turn cuts the canvas again: the output's size, whatever the canvas's
+        if (size := static_size(plan.warps) or self.crop_size) is not None:
+            object.__setattr__(self, "image_size", size)
         object.__setattr__(self, "mean", plan.mean)
         object.__setattr__(self, "std", plan.std)
         _check(self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size}")
@@ -130,7 +129,9 @@ class LoaderSpec:
     def resolved(self) -> bool:
         """Whether the output size is known (else `with_source_sizes` must tell it): the crop
         stage's, or a crop's after a turn (of canvases of several sizes then)."""
-        return self.crop_size is not None or _warp_crop_size(self.plan) is not None
+        from .plan import static_size
+
+        return self.crop_size is not None or static_size(self.plan.warps) is not None
 
     def with_source_sizes(self, sizes: np.ndarray, names: Sequence[str]) -> LoaderSpec:
         """This spec checked against the images' upright (width, height) `sizes` (named by
@@ -282,19 +283,6 @@ def _check_blurs(spec: LoaderSpec) -> None:
                 f"GaussianBlur(kernel_size={op.kernel}) on {width}x{height} images: half the "
                 "kernel must fit in the image; take a smaller kernel"
             )
-
-
-def _warped_size(plan: Plan, size: tuple[int, int]) -> tuple[int, int]:
-    """The output size: the crops after a turn cut the canvas again."""
-    return _warp_crop_size(plan) or size
-
-
-def _warp_crop_size(plan: Plan) -> tuple[int, int] | None:
-    """The size of the last crop after a turn, if any: the output's, whatever the canvas's."""
-    from .plan import CROPS
-
-    sizes = [op.size for op in plan.warps if isinstance(op, CROPS)]
-    return sizes[-1] if sizes else None
 
 
 def _numpy_bool(value: object) -> bool:
