@@ -47,6 +47,8 @@ from .spec import LoaderSpec
 _TRIES = 10  # torchvision's RandomResizedCrop tries ten windows before its fallback
 _AREA, _RATIO, _TOP, _LEFT = (k * _TRIES for k in range(4))
 _STREAM = 1 << 20  # draw numbers of one op: [stream * position, ...); a gate's from its own
+# the draws a crop-stage op makes per sample (a resize, a center crop: none)
+_CROP_DRAWS = {RandomResizedCrop: 4 * _TRIES, RandomCrop: 2}
 
 # torchvision's rgb_to_grayscale weights
 GRAY = np.array([0.2989, 0.587, 0.114])
@@ -107,7 +109,7 @@ def draw(spec: LoaderSpec, epoch: int, samples: np.ndarray, sizes: np.ndarray) -
         if isinstance(op, Flip):
             state.flip(op.horizontal, streams.active(position, op, op.p))
         else:
-            state.apply(op, streams.uniforms(position, 4 * _TRIES))
+            state.apply(op, streams.uniforms(position, _CROP_DRAWS.get(type(op), 0)))
     if spec.crop_size is not None:  # else the canvases differ, and a crop after the turn cuts
         height, width = spec.crop_size
         wrong = (state.width != width) | (state.height != height)
@@ -142,9 +144,9 @@ class _Streams:
         self.seed, self.epoch, self.samples = spec.seed, epoch, samples
         self.ops = len(spec.ops or ())
 
-    def uniforms(self, position: int, count: int) -> np.ndarray:
-        """The draws of the op at `position` in the spec's ops."""
-        return uniforms(self.seed, self.epoch, self.samples, count, position + 1)
+    def uniforms(self, position: int, count: int, skip: int = 0) -> np.ndarray:
+        """The draws of the op at `position` in the spec's ops (after its first `skip`)."""
+        return uniforms(self.seed, self.epoch, self.samples, count, position + 1, skip)
 
     def active(self, position: int, op: Op, p: float = 1.0) -> np.ndarray:
         """Whether `op` applies to each sample: its own probability `p`, and its gate's."""
@@ -153,16 +155,19 @@ class _Streams:
             stream = self.ops + 1 + op.gate.slot
             on &= uniforms(self.seed, self.epoch, self.samples, 1, stream)[:, 0] < op.gate.p
         if p < 1:  # the op's 64th number: its other draws use the first ones
-            on &= self.uniforms(position, 64)[:, 63] < p
+            on &= self.uniforms(position, 1, skip=63)[:, 0] < p
         return on
 
 
-def uniforms(seed: int, epoch: int, samples: np.ndarray, count: int, stream: int = 0) -> np.ndarray:
-    """(N, count) floats in [0, 1), a function of (seed, epoch, sample, stream, draw) alone."""
+def uniforms(
+    seed: int, epoch: int, samples: np.ndarray, count: int, stream: int = 0, skip: int = 0
+) -> np.ndarray:
+    """(N, count) floats in [0, 1), a function of (seed, epoch, sample, stream, draw) alone:
+    the stream's draws `skip` to `skip + count`."""
     with np.errstate(over="ignore"):
         key = _mix(_mix(np.uint64(seed) + _GOLDEN) + np.uint64(epoch))
         keys = _mix(key + np.asarray(samples).astype(np.uint64))
-        first = np.uint64(stream * _STREAM + 1)
+        first = np.uint64(stream * _STREAM + 1 + skip)
         numbers = first + np.arange(count, dtype=np.uint64)
         draws = _mix(keys[:, None] + _GOLDEN * numbers)
     return np.asarray((draws >> np.uint64(11)).astype(np.float64) * 2.0**-53)
