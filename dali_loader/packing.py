@@ -36,6 +36,7 @@ from tqdm import tqdm
 from .cache import cache_dir, file_stamp, write_atomic
 from .check import apply_policy, check_dataset, check_policy
 from .errors import DatasetError
+from .forking import forking
 from .index import SampleIndex, ShardLocations, Source, build_index
 from .spec import DEFAULT_MAX_PIXELS
 
@@ -83,7 +84,8 @@ def pack(
             ProcessPoolExecutor(processes, initializer=_die_with_parent) as pool,
             tqdm(total=total, desc=f"packing {out}", unit="img", disable=not progress) as bar,
         ):
-            jobs = [pool.submit(_write_shard, out, plan["shards"][k]) for k in todo]
+            with forking():  # the first submit starts the processes
+                jobs = [pool.submit(_write_shard, out, plan["shards"][k]) for k in todo]
             try:
                 for job in jobs:
                     bar.update(job.result())

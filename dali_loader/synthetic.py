@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from .forking import forking
+
 
 def natural_image(seed: int, size: tuple[int, int] = (500, 375)) -> Image.Image:
     """A photograph-like RGB image, fully determined by `seed`."""
@@ -60,7 +62,8 @@ def make_image_folder(
     if jobs:
         workers = max(1, len(os.sched_getaffinity(0)))
         with ProcessPoolExecutor(workers) as pool:
-            done = pool.map(_write_one, jobs, chunksize=16)
+            with forking():  # the first submit starts the processes
+                done = pool.map(_write_one, jobs, chunksize=16)
             for _ in tqdm(done, total=len(jobs), desc=f"writing {root}", disable=not progress):
                 pass
     return root

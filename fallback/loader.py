@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from dali_loader.base import TORCH_DTYPES, BaseLoader, Batch
 from dali_loader.errors import DaliLoaderError
+from dali_loader.forking import forking
 from dali_loader.index import SampleIndex
 from dali_loader.source import CheckedIndex
 from dali_loader.spec import LoaderSpec
@@ -126,7 +127,9 @@ class TorchvisionLoader(BaseLoader):
         same error, not wrapped in torch's "Caught ... in DataLoader worker" and the worker's
         traceback: the message names the file already."""
         try:
-            yield from self._loader
+            with forking():  # the first epoch starts the workers
+                batches = iter(self._loader)
+            yield from batches
         except DaliLoaderError as error:
             unwrapped = _unwrapped(error)
             if unwrapped is error:  # raised here (no workers): as it is, its cause kept

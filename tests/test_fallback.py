@@ -130,3 +130,35 @@ if __name__ == "__main__":
         assert torch.equal(x, a) and torch.equal(y, b)
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_a_worker_never_finalizes_a_dali_pipeline_it_inherited(small_folder: Path) -> None:
+    # A dali-cpu loader dropped in a reference cycle, still uncollected when a torchvision
+    # loader forks its workers: a worker whose garbage collector found the pipeline hung in its
+    # finalizer, which waits for DALI threads that only the parent has. The hook makes every
+    # child collect at once, as a child's first allocations may.
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = f"""
+import gc, os
+from dali_loader import create_loader
+gc.disable()  # the parent keeps its garbage until the fork
+os.register_at_fork(after_in_child=gc.collect)
+kw = dict(batch_size=4, image_size=16, seed=1)
+dropped = create_loader({str(small_folder)!r}, backend="dali-cpu", num_threads=1, **kw)
+next(iter(dropped))
+dropped.cycle = dropped
+del dropped
+loader = create_loader({str(small_folder)!r}, backend="torchvision", num_threads=2, **kw)
+assert sum(len(labels) for _, labels in loader) == 21
+"""
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        assert process.wait(timeout=60) == 0
+    finally:  # a hung worker would outlive the test
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
