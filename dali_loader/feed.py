@@ -7,8 +7,8 @@ these feeds cost that thread, are in benchmarks/README.md, "The input path".
 - `PathFeed` (image folders): each batch is the file names as rows of one zero-padded uint8
   array and their lengths; DALI's own threads read the files (`fn.io.file.read`), no Python.
 - `ShardFeed` (packed shards): DALI cannot read a byte range of a file, so helper threads
-  `pread` the next batch's samples into one buffer while DALI works (the reads release the GIL),
-  and the batch is a list of views into it.
+  `pread` the next two batches' samples into reused buffers while DALI works (the reads release
+  the GIL), and the batch is a list of DALI tensors over those bytes, wrapped by the readers.
 Then come the labels and the batch's augmentation parameters (`dali_loader.params`: crop boxes,
 flips or warp matrices, color weights, drawn for the whole batch at once), one array each.
 
@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
+from nvidia.dali.tensors import TensorCPU
 
 from . import params
 from .index import SampleIndex
@@ -34,6 +35,7 @@ from .storage import reader_for
 InputKind = Literal["paths", "bytes"]
 
 _READ_THREADS = 8  # at most; on 2 cores 8 threads read slower than 2 (they share the GIL)
+_READ_AHEAD = 2  # batches
 
 
 class EpochFeed:
@@ -51,7 +53,8 @@ class EpochFeed:
         self._epoch = 0
         self._next = 0
         # DALI reads a batch given without a copy until `prefetch_queue_depth` batches later.
-        self._alive: deque[tuple[Any, ...]] = deque(maxlen=prefetch_queue_depth + 2)
+        self._alive_batches = prefetch_queue_depth + 2
+        self._alive: deque[tuple[Any, ...]] = deque(maxlen=self._alive_batches)
 
     def start(self, batches: list[np.ndarray], epoch: int) -> None:
         self._batches, self._epoch, self._next = batches, epoch, 0
@@ -115,8 +118,8 @@ class PathFeed(EpochFeed):
 
 
 class ShardFeed(EpochFeed):
-    """Encoded samples read from tar shards: a list of uint8 views; the next batch is read
-    ahead on up to 8 helper threads while DALI works on this one."""
+    """Encoded samples read from tar shards: a list of DALI tensors over uint8 buffers; the
+    next batches are read ahead on up to 8 helper threads while DALI works on this one."""
 
     inputs: InputKind = "bytes"
 
@@ -135,12 +138,18 @@ class ShardFeed(EpochFeed):
         self._bytes = index.locations.sizes
         self._threads = max(1, min(threads, _READ_THREADS))
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dali-loader-read")
-        # The next batch: its number, its buffer, where each sample starts, the reads filling it
-        self._ahead: tuple[int, np.ndarray, np.ndarray, list[Future[None]]] | None = None
+        # The batches being read ahead, in order: each one's number and the reads filling it
+        self._ahead: deque[tuple[int, list[Future[list[Any]]]]] = deque()
+        self._queued = 0  # the next batch to read
+        # Read buffers, reused in turn: a fresh 20 MB buffer a batch costs the kernel a page
+        # fault and a zeroed page per 4 KB. A buffer comes back when no batch in it is alive.
+        self._buffers = [np.empty(0, np.uint8)] * (self._alive_batches + _READ_AHEAD + 1)
+        self._reads = 0  # batches read since the feed began, across epochs: the next buffer
 
     def start(self, batches: list[np.ndarray], epoch: int) -> None:
         self._wait_ahead()
         super().start(batches, epoch)
+        self._queued = 0
         self._read_ahead()
 
     def stop(self) -> None:
@@ -148,39 +157,45 @@ class ShardFeed(EpochFeed):
         super().stop()
 
     def _files(self, batch: np.ndarray) -> tuple[Any, ...]:
-        assert self._ahead is not None and self._ahead[0] == self._next - 1
-        _, buffer, starts, reads = self._ahead
-        for read in reads:
-            read.result()
+        number, reads = self._ahead.popleft()
+        assert number == self._next - 1
+        samples = [sample for read in reads for sample in read.result()]
         self._read_ahead()
-        ends = starts + self._bytes[batch]
-        views = [buffer[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-        return (views,)
+        return (samples,)
 
     def _read_ahead(self) -> None:
-        """Start reading the batch DALI asks for next into one buffer, split over the threads."""
-        self._ahead = None
-        if self._next >= len(self._batches):
-            return
-        batch = self._batches[self._next]
-        sizes = self._bytes[batch]
-        starts = _starts(sizes)
-        buffer = np.empty(int(sizes.sum()), np.uint8)
-        parts = [p for p in np.array_split(np.arange(len(batch)), self._threads) if len(p)]
-        reads = [self._pool.submit(self._read, buffer, starts[p], batch[p]) for p in parts]
-        self._ahead = (self._next, buffer, starts, reads)
+        """Keep the next `_READ_AHEAD` batches being read, each into one buffer, split over
+        the threads (one batch ahead leaves the threads idle while the loop takes it)."""
+        while len(self._ahead) < _READ_AHEAD and self._queued < len(self._batches):
+            batch = self._batches[self._queued]
+            sizes = self._bytes[batch]
+            starts = _starts(sizes)
+            buffer = self._buffer(int(sizes.sum()))
+            parts = [p for p in np.array_split(np.arange(len(batch)), self._threads) if len(p)]
+            reads = [self._pool.submit(self._read, buffer, starts[p], batch[p]) for p in parts]
+            self._ahead.append((self._queued, reads))
+            self._queued += 1
 
-    def _read(self, buffer: np.ndarray, starts: np.ndarray, samples: np.ndarray) -> None:
-        view = buffer.data
-        sizes = self._bytes[samples].tolist()
-        for start, size, i in zip(starts.tolist(), sizes, samples.tolist(), strict=True):
-            self._reader.read_into(view[start : start + size], i)
+    def _buffer(self, size: int) -> np.ndarray:
+        """The next buffer in turn, at least `size` bytes (grown with room to spare)."""
+        slot = self._reads % len(self._buffers)
+        self._reads += 1
+        if self._buffers[slot].size < size:
+            self._buffers[slot] = np.empty(size + size // 4, np.uint8)
+        return self._buffers[slot]
+
+    def _read(self, buffer: np.ndarray, starts: np.ndarray, samples: np.ndarray) -> list[Any]:
+        """Read `samples` into `buffer` and wrap each as a DALI tensor over its bytes (no copy):
+        wrapping here, not in DALI's feed, keeps that per-sample work off the training thread."""
+        self._reader.read_into(buffer, starts, samples)
+        ends = (starts + self._bytes[samples]).tolist()
+        return [TensorCPU(buffer[a:b], "") for a, b in zip(starts.tolist(), ends, strict=True)]
 
     def _wait_ahead(self) -> None:
-        if self._ahead is not None:
-            for read in self._ahead[3]:
+        for _, reads in self._ahead:
+            for read in reads:
                 read.exception()  # a read of a batch no one will ask for: let it finish
-            self._ahead = None
+        self._ahead.clear()
 
     def close(self) -> None:
         self._wait_ahead()

@@ -46,13 +46,17 @@ class SampleReader:
             raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
         return data
 
-    def read_into(self, view: memoryview, i: int) -> None:
-        """Sample i of a packed set into `view` (exactly its size), without a bytes object."""
+    def read_into(self, buffer: np.ndarray, starts: np.ndarray, samples: np.ndarray) -> None:
+        """Samples of a packed set into `buffer`, each from its start, without a bytes object:
+        one call for many, as the Python spent per sample holds the GIL."""
         where = self.locations
         assert where is not None, "read_into reads shards"
-        shard = int(where.shard_ids[i])
-        if os.preadv(self._fd(shard), [view], int(where.offsets[i])) != len(view):
-            raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
+        view = buffer.data
+        sizes = where.sizes[samples].tolist()
+        shards, offsets = where.shard_ids[samples].tolist(), where.offsets[samples].tolist()
+        for start, size, shard, offset in zip(starts.tolist(), sizes, shards, offsets, strict=True):
+            if os.preadv(self._fd(shard), [view[start : start + size]], offset) != size:
+                raise OSError(f"{where.shards[shard]} ended early: truncated after it was checked")
 
     def _fd(self, shard: int) -> int:
         if self._pid != os.getpid():  # forked: descriptors are shared offsets no more, reopen
