@@ -7,6 +7,7 @@ neither torch nor DALI: it is plain data, validated once on creation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import operator
@@ -113,10 +114,11 @@ class LoaderSpec:
             eval_crop_fraction=EVAL_CROP_FRACTION,
         )
 
-    @property
+    @functools.cached_property
     def plan(self) -> Plan:
         """The stages; a crop pads where `smallest_source` says an image is smaller (unknown
-        until `with_source_sizes`, which every loader calls: no image is, until then)."""
+        until `with_source_sizes`, which every loader calls: no image is, until then). Kept:
+        every sample asks for it, and the fields it comes from do not change."""
         from .plan import ANY_SIZE, plan_of
 
         return plan_of(self.ops or (), self.smallest_source or ANY_SIZE)

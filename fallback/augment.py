@@ -204,7 +204,13 @@ def _warp(canvas: torch.Tensor, spec: LoaderSpec, params: dict[str, np.ndarray])
             torch.ones(1, 1, height, width), grid, mode="bilinear", align_corners=False
         )[0]
         out += plan.warp_fill * (1 - inside)
-    return out.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)  # half up, as DALI
+    return _rounded(out)
+
+
+def _rounded(x: torch.Tensor) -> torch.Tensor:
+    """Floats 0..255 to uint8, half up (as DALI): clamped, the +0.5 truncated. numpy's cast:
+    torch's float -> uint8 costs ~5x as much (58 against 12 us at 3x224x224, one thread)."""
+    return torch.from_numpy(x.add_(0.5).clamp_(0, 255).numpy().astype(np.uint8))
 
 
 def _nearest(canvas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, fill: float) -> torch.Tensor:
@@ -219,7 +225,8 @@ def _nearest(canvas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, fill: float
     grid = torch.stack([(column + 0.5) * (2 / width) - 1, (row + 0.5) * (2 / height) - 1], -1)
     out = torch.nn.functional.grid_sample(
         canvas.float()[None], grid[None], mode="nearest", padding_mode="zeros", align_corners=False
-    )[0].to(torch.uint8)
+    )[0]
+    out = torch.from_numpy(out.numpy().astype(np.uint8))  # whole levels: `_rounded`'s cast
     if not fill:
         return out
     inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
@@ -273,4 +280,4 @@ def _colors(canvas: torch.Tensor, plan: Plan, params: dict[str, np.ndarray]) -> 
             assert isinstance(op, GaussianBlur)
             sigma = float(params[f"c{k}.sigma"][0])
             x = F.gaussian_blur(x, kernel_size=list(op.kernel), sigma=[sigma, sigma])
-    return x.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)  # half up, as DALI
+    return _rounded(x)
