@@ -193,6 +193,43 @@ def test_unreadable_file_is_bad_with_the_fix(
     }
 
 
+def test_a_file_made_unreadable_mid_epoch_is_named(tmp_path: Path, backend: str) -> None:
+    # chmod 000 after the check, during the epoch: the DatasetError naming the file, not a raw
+    # PermissionError. Root reads any file; as root, the epoch runs without the capabilities
+    # that let it (setpriv), so the file is as unreadable as it is to every other user.
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import write_index_folder
+
+    root = write_index_folder(tmp_path / "data", [6, 6])
+    victim = sorted(root.rglob("*.jpg"))[7]
+    code = f"""
+import os
+from dali_loader import DatasetError, create_loader
+kw = dict(backend={backend!r}, train=False, batch_size=4, image_size=16, num_threads=2)
+loader = create_loader({str(root)!r}, **kw)
+os.chmod({str(victim)!r}, 0)
+try:
+    for _ in loader:
+        pass
+except DatasetError as error:
+    message = str(error)
+    assert "changed after the loader checked them" in message, message
+    assert {str(victim)!r} in message, message
+else:
+    raise SystemExit("nothing noticed the unreadable file")
+"""
+    command = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) runs the epoch as root without reading every file"
+        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *command]
+    environment = {**os.environ, "DALI_LOADER_CACHE": str(tmp_path / "cache")}
+    subprocess.run(command, check=True, timeout=180, env=environment)
+
+
 def test_raise_policy_names_the_files_and_the_command(dirty: tuple[Path, dict[str, int]]) -> None:
     root, _ = dirty
     with pytest.raises(DatasetError) as raised:
