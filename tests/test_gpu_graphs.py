@@ -239,9 +239,11 @@ class _Overwriting(deque):  # type: ignore[type-arg]
 
 
 def _arrays_in(batch: Any) -> list[np.ndarray]:
+    """The arrays of a fed batch; a packed batch's samples are DALI tensors over the read
+    buffer, and `np.asarray` of one is a view of those bytes."""
     found: list[np.ndarray] = []
     for part in batch:
-        found += part if isinstance(part, list) else [part]
+        found += [np.asarray(p) for p in part] if isinstance(part, list) else [part]
     return found
 
 
