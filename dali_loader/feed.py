@@ -24,7 +24,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
-from nvidia.dali.tensors import TensorCPU
 
 from . import params
 from .index import SampleIndex
@@ -133,6 +132,9 @@ class ShardFeed(EpochFeed):
         threads: int,
     ) -> None:
         super().__init__(spec, labels, sizes, prefetch_queue_depth)
+        from nvidia.dali.tensors import TensorCPU  # here: DALI is imported when a loader is built
+
+        self._tensor = TensorCPU
         assert index.locations is not None
         self._reader = reader_for(index)
         self._bytes = index.locations.sizes
@@ -189,7 +191,7 @@ class ShardFeed(EpochFeed):
         wrapping here, not in DALI's feed, keeps that per-sample work off the training thread."""
         self._reader.read_into(buffer, starts, samples)
         ends = (starts + self._bytes[samples]).tolist()
-        return [TensorCPU(buffer[a:b], "") for a, b in zip(starts.tolist(), ends, strict=True)]
+        return [self._tensor(buffer[a:b], "") for a, b in zip(starts.tolist(), ends, strict=True)]
 
     def _wait_ahead(self) -> None:
         for _, reads in self._ahead:

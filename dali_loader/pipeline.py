@@ -36,6 +36,7 @@ from tqdm import tqdm
 from . import params
 from .errors import BackendUnavailableError
 from .feed import InputKind
+from .forking import freeze_in_forked_children
 from .hue import Ops, turn_hue
 from .imaging import rgb8
 from .ops import ColorJitter, GaussianBlur, Grayscale
@@ -82,6 +83,7 @@ def define_pipeline(
     draws nothing itself. Labels come out int64 (N,), on the images' device. `decode=False`
     replaces decoding and augmentation by the encoded sizes and the parameters: the input path.
     """
+    freeze_in_forked_children()  # a child must not finalize this pipeline (`forking`)
     pipe = Pipeline(
         batch_size=spec.batch_size,
         num_threads=num_threads,
@@ -269,6 +271,7 @@ def define_decode_probe(*, device_id: int | None) -> Pipeline:
     Fed with `feed_input` and one batch in flight, an error belongs to the file just fed. The
     decoded image stays where the decoder put it (a GPU image is not copied back).
     """
+    freeze_in_forked_children()
     pipe = Pipeline(batch_size=1, num_threads=1, device_id=device_id, prefetch_queue_depth=1)
     with pipe:
         encoded = fn.external_source(name=PROBE_INPUT, dtype=types.UINT8)

@@ -48,7 +48,7 @@ class SampleReader:
 
     def read_into(self, buffer: np.ndarray, starts: np.ndarray, samples: np.ndarray) -> None:
         """Samples of a packed set into `buffer`, each from its start, without a bytes object:
-        one call for many, as the Python spent per sample holds the GIL."""
+        one Python call for many (a `preadv` each), as the Python spent per sample holds the GIL."""
         where = self.locations
         assert where is not None, "read_into reads shards"
         view = buffer.data

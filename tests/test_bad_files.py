@@ -194,25 +194,32 @@ def test_unreadable_file_is_bad_with_the_fix(
 
 
 def test_a_file_made_unreadable_mid_epoch_is_named(tmp_path: Path, backend: str) -> None:
-    # chmod 000 after the check, during the epoch: the DatasetError naming the file, not a raw
-    # PermissionError. Root reads any file; as root, the epoch runs without the capabilities
-    # that let it (setpriv), so the file is as unreadable as it is to every other user.
+    # chmod 000 during an epoch, on a file the epoch has not read yet: the DatasetError naming
+    # the file, not a raw PermissionError. Root reads any file; as root, the epoch runs without
+    # the capabilities that let it (setpriv), so the file is as unreadable as to anyone else.
     import shutil
     import subprocess
     import sys
 
     from .conftest import write_index_folder
 
-    root = write_index_folder(tmp_path / "data", [6, 6])
-    victim = sorted(root.rglob("*.jpg"))[7]
+    root = write_index_folder(tmp_path / "data", [12, 12])
+    victim = sorted(root.rglob("*.jpg"))[-1]  # the last batch of an unshuffled epoch
     code = f"""
 import os
 from dali_loader import DatasetError, create_loader
-kw = dict(backend={backend!r}, train=False, batch_size=4, image_size=16, num_threads=2)
-loader = create_loader({str(root)!r}, **kw)
+kw = dict(backend={backend!r}, train=False, batch_size=2, image_size=16, num_threads=1)
+batches = iter(create_loader({str(root)!r}, **kw))
+next(batches)
 os.chmod({str(victim)!r}, 0)
 try:
-    for _ in loader:
+    open({str(victim)!r}, "rb")
+except PermissionError:
+    pass
+else:
+    raise SystemExit("this process still reads a file chmod 000: the test proves nothing here")
+try:
+    for _ in batches:
         pass
 except DatasetError as error:
     message = str(error)
@@ -225,7 +232,9 @@ else:
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         assert setpriv, "setpriv (util-linux) runs the epoch as root without reading every file"
-        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *command]
+        drop = ["--inh-caps=-all", "--ambient-caps=-all"]
+        drop.append("--bounding-set=-dac_override,-dac_read_search")
+        command = [setpriv, *drop, *command]
     environment = {**os.environ, "DALI_LOADER_CACHE": str(tmp_path / "cache")}
     subprocess.run(command, check=True, timeout=180, env=environment)
 

@@ -135,30 +135,57 @@ if __name__ == "__main__":
 def test_a_worker_never_finalizes_a_dali_pipeline_it_inherited(small_folder: Path) -> None:
     # A dali-cpu loader dropped in a reference cycle, still uncollected when a torchvision
     # loader forks its workers: a worker whose garbage collector found the pipeline hung in its
-    # finalizer, which waits for DALI threads that only the parent has. The hook makes every
-    # child collect at once, as a child's first allocations may.
+    # finalizer, which waits for DALI threads that only the parent has. The hook, registered
+    # before any of the library's, makes every child collect at once, as a child's first
+    # allocations may: only the parent's freeze around the fork (`forking`) guards this one.
+    _run_without_hanging(f"""
+import gc, os
+{_DROPPED_DALI_LOADER.format(root=str(small_folder))}
+os.register_at_fork(after_in_child=gc.collect)
+drop_a_dali_loader()
+loader = create_loader({str(small_folder)!r}, backend="torchvision", num_threads=2, **kw)
+assert sum(len(labels) for _, labels in loader) == 21
+""")
+
+
+def test_a_users_own_workers_never_finalize_a_dali_pipeline(small_folder: Path) -> None:
+    # The same for a fork the library does not make: the user's own DataLoader (a validation
+    # set, say). Each child forked by a process that defined a DALI pipeline freezes what it
+    # inherited first thing; a collection right after (this hook) finds nothing to finalize.
+    _run_without_hanging(f"""
+import gc, os
+from torch.utils.data import DataLoader
+{_DROPPED_DALI_LOADER.format(root=str(small_folder))}
+drop_a_dali_loader()
+os.register_at_fork(after_in_child=gc.collect)
+assert len(list(DataLoader(list(range(8)), batch_size=4, num_workers=2))) == 2
+""")
+
+
+_DROPPED_DALI_LOADER = """
+import multiprocessing
+multiprocessing.set_start_method("fork", force=True)  # what is inherited: fork's case
+from dali_loader import create_loader
+gc.disable()  # the parent keeps its garbage until the fork
+kw = dict(batch_size=4, image_size=16, seed=1)
+def drop_a_dali_loader():
+    dropped = create_loader({root!r}, backend="dali-cpu", num_threads=1, **kw)
+    next(iter(dropped))
+    dropped.cycle = dropped  # garbage only the collector frees
+"""
+
+
+def _run_without_hanging(code: str) -> None:
     import contextlib
     import os
     import signal
     import subprocess
     import sys
 
-    code = f"""
-import gc, os
-from dali_loader import create_loader
-gc.disable()  # the parent keeps its garbage until the fork
-os.register_at_fork(after_in_child=gc.collect)
-kw = dict(batch_size=4, image_size=16, seed=1)
-dropped = create_loader({str(small_folder)!r}, backend="dali-cpu", num_threads=1, **kw)
-next(iter(dropped))
-dropped.cycle = dropped
-del dropped
-loader = create_loader({str(small_folder)!r}, backend="torchvision", num_threads=2, **kw)
-assert sum(len(labels) for _, labels in loader) == 21
-"""
     process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     try:
         assert process.wait(timeout=60) == 0
     finally:  # a hung worker would outlive the test
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
