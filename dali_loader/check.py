@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .cache import cache_dir, file_stamp, write_atomic
 from .errors import ConfigError, DatasetError
-from .imaging import rgb8
+from .imaging import open_image, rgb8
 from .index import SampleIndex, Source, build_index
 from .spec import DEFAULT_MAX_PIXELS
 
@@ -40,8 +40,9 @@ logger = logging.getLogger("dali_loader")
 # What DALI decodes exactly as PIL does: these formats, in these modes.
 _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
-# 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime; 4: upright sizes
-_CACHE_VERSION = 4
+# 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime; 4: upright sizes;
+# 5: files opened from their bytes, a PGM/PPM maxval other than 255 converted
+_CACHE_VERSION = 5
 
 
 @dataclass
@@ -77,6 +78,8 @@ class CheckReport:
             lines.append(f"  ... and {len(self.bad) - limit} more bad files")
         for path, reason in list(self.converted.items())[:limit]:
             lines.append(f"  CONVERTED  {path}: {reason}")
+        if len(self.converted) > limit:
+            lines.append(f"  ... and {len(self.converted) - limit} more converted files")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -233,7 +236,7 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
         verdict["reason"] = "empty file (0 bytes)"
         return verdict
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             width, height = image.size
             if width * height > max_pixels:
                 verdict["reason"] = (
@@ -264,6 +267,9 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
     elif image_format == "JPEG" and (problem := _jpeg_header_problem(path)):
         verdict["status"] = "convert"
         verdict["reason"] = f"PIL reads it, DALI's JPEG parser rejects it: {problem}"
+    elif image_format == "PPM" and (maxval := _netpbm_maxval(path)) not in (None, 255):
+        verdict["status"] = "convert"
+        verdict["reason"] = f"maxval {maxval}: PIL scales it to 0..255, DALI does not"
     else:
         verdict["status"] = "ok"
     return verdict
@@ -300,6 +306,21 @@ def _jpeg_header_problem(path: str) -> str | None:
     return "the headers end before the image data"
 
 
+def _netpbm_maxval(path: str) -> int | None:
+    """The maxval of a PGM/PPM (P2, P3, P5, P6) from its header; None for a bitmap or a
+    header this cannot read (PIL read the file: its own verdict stands then)."""
+    with open(path, "rb") as f:
+        header = f.read(4096)
+    if header[:2] not in (b"P2", b"P3", b"P5", b"P6"):
+        return None
+    fields: list[bytes] = []
+    for line in header[2:].split(b"\n"):
+        fields += line.split(b"#", 1)[0].split()
+        if len(fields) >= 3:
+            return int(fields[2]) if fields[2].isdigit() else None
+    return None
+
+
 def _converted_copy(path: str, stamp: list[int]) -> str:
     """A lossless PNG of the RGB every backend delivers (`imaging.rgb8`, EXIF orientation
     applied), made once."""
@@ -307,7 +328,7 @@ def _converted_copy(path: str, stamp: list[int]) -> str:
     copy = cache_dir() / "converted" / f"{hashlib.sha1(name).hexdigest()}.png"
     if copy.exists():
         return str(copy)
-    with Image.open(path) as image:
+    with open_image(path) as image:
         rgb = rgb8(ImageOps.exif_transpose(image))
     try:
         copy.parent.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,20 @@ The result carries no `info` (a transparency entry of another mode breaks saving
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image
 
 _SIXTEEN_BIT = 65535.0
+
+
+def open_image(path: str) -> Image.Image:
+    """`path` opened from its bytes, as the torchvision backend opens every sample: PIL reads
+    some files otherwise by path (a TIFF in mode L, I;16 or P with EXIF orientation 5-8 comes
+    out sheared at its unturned size by path, upright from bytes, as DALI decodes it)."""
+    with open(path, "rb") as f:
+        return Image.open(io.BytesIO(f.read()))
 
 
 def rgb8(image: Image.Image) -> Image.Image:

@@ -38,7 +38,7 @@ from .errors import BackendUnavailableError
 from .feed import InputKind
 from .forking import freeze_in_forked_children
 from .hue import Ops, turn_hue
-from .imaging import rgb8
+from .imaging import open_image, rgb8
 from .ops import ColorJitter, GaussianBlur, Grayscale
 from .plan import Plan
 from .spec import LoaderSpec
@@ -365,7 +365,7 @@ _SAME_PIXELS = 8.0
 def _differs_from_pil(decoded: np.ndarray, path: str) -> str | None:
     """How DALI's decode of `path` differs from what the torchvision backend delivers, if it
     does: another shape (an orientation), or other levels."""
-    with Image.open(path) as image:
+    with open_image(path) as image:
         expected = np.asarray(rgb8(ImageOps.exif_transpose(image)))
     if decoded.shape != expected.shape:
         return (

@@ -179,14 +179,14 @@ def test_unreadable_file_is_bad_with_the_fix(
         index_image(1).save(root / "c" / name)
     import dali_loader.check as check
 
-    real_open = check.Image.open
+    real_open = check.open_image
 
-    def guarded(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def guarded(path: str):  # type: ignore[no-untyped-def]
         if str(path).endswith("locked.jpg"):
             raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
+        return real_open(path)
 
-    monkeypatch.setattr(check.Image, "open", guarded)
+    monkeypatch.setattr(check, "open_image", guarded)
     report = check_dataset(root, progress=False, probe_dali=False, use_cache=False)
     assert report.bad == {
         str(root / "c" / "locked.jpg"): "permission denied: make the file readable"

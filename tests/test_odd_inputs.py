@@ -361,15 +361,18 @@ def test_an_epoch_read_to_its_last_batch_is_finished_without_asking_for_the_end(
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("suffix", ["jpg", "tif", "png"])
+@pytest.mark.parametrize(
+    ("suffix", "mode"), [("jpg", "RGB"), ("tif", "RGB"), ("png", "RGB"), ("tif", "L")]
+)
 def test_exif_rotated_files_come_out_upright_in_every_format(
-    tmp_path: Path, backend: str, suffix: str
+    tmp_path: Path, backend: str, suffix: str, mode: str
 ) -> None:
     """Orientation 6 (turn 90 degrees clockwise to view): a left-white, right-black 60x40
-    image is viewed 40 wide, 60 tall, white on top. PIL turns TIFFs itself when it opens them."""
+    image is viewed 40 wide, 60 tall, white on top. PIL turns TIFFs itself when it opens them,
+    but a grayscale one opened by path came out sheared at its unturned size."""
     pixels = np.zeros((40, 60, 3), np.uint8)
     pixels[:, :30] = 255
-    image = Image.fromarray(pixels)
+    image = Image.fromarray(pixels).convert(mode)
     exif = image.getexif()
     exif[0x0112] = 6
     root = one_image_folder(tmp_path / "data", image, f"turned.{suffix}", exif=exif.tobytes())
@@ -451,7 +454,7 @@ def _pgm(maxval: int) -> bytes:
     return b"P5 32 32 %d\n" % maxval + levels.tobytes()
 
 
-@pytest.mark.parametrize("kind", ["two_exif_blocks", "pgm_maxval_100"])
+@pytest.mark.parametrize("kind", ["two_exif_blocks", "pgm_maxval_100", "pgm_maxval_250"])
 def test_files_dali_reads_otherwise_than_pil_are_converted(tmp_path: Path, kind: str) -> None:
     """Two EXIF blocks (PIL takes the first orientation, DALI the last) or a PGM whose maxval
     is not 255 (PIL scales it, DALI does not): found by the check, read through the copy."""
@@ -465,8 +468,8 @@ def test_files_dali_reads_otherwise_than_pil_are_converted(tmp_path: Path, kind:
         (tmp_path / "data" / "c" / "x.jpg").write_bytes(
             data[:2] + _exif_app1(3) + _exif_app1(1) + data[2:]
         )
-    else:
-        (tmp_path / "data" / "c" / "x.pgm").write_bytes(_pgm(100))
+    else:  # 250: DALI's levels only ~2.5 from PIL's, too close for the decode probe to see
+        (tmp_path / "data" / "c" / "x.pgm").write_bytes(_pgm(int(kind.rsplit("_", 1)[1])))
     report = check_dataset(tmp_path / "data", probe_dali=True, progress=False)
     assert len(report.converted) == 1, report.summary()
     torchvision = raw_pixels(tmp_path / "data", "torchvision")
