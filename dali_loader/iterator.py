@@ -56,24 +56,35 @@ class DaliLoader(BaseLoader):
             threads=num_threads,
         )
         weakref.finalize(self, self._feed.close)
-        pipe = define_pipeline(
-            spec,
-            self._feed,
-            inputs=self._feed.inputs,
-            device_id=device.index if device.type == "cuda" else None,
-            num_threads=num_threads,
-            prefetch_queue_depth=prefetch_queue_depth,
-            decode=decode,
-        )
-        self._pipe = build_or_explain(pipe)
+        device_id = device.index if device.type == "cuda" else None
+
+        def new_pipeline() -> Any:
+            pipe = define_pipeline(
+                spec,
+                self._feed,
+                inputs=self._feed.inputs,
+                device_id=device_id,
+                num_threads=num_threads,
+                prefetch_queue_depth=prefetch_queue_depth,
+                decode=decode,
+            )
+            return build_or_explain(pipe)
+
+        self._new_pipeline = new_pipeline
+        self._pipe = new_pipeline()
         self._iterator: Any = None
         self._mid_epoch = False
+        # DALI stops a pipeline at its first error and refuses it every run after: the next
+        # epoch builds another (it meets the same file, and names it, if the fault stays)
+        self._failed = False
         # Samples DALI reads through a converted copy: (the file, its copy).
         paths = checked.read_paths or checked.index.paths
         self._copies = [(a, b) for a, b in zip(checked.index.paths, paths, strict=True) if a != b]
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
         self._refuse_stale_copies()
+        if self._failed:
+            self._pipe, self._iterator, self._failed = self._new_pipeline(), None, False
         self._feed.start(batches, epoch)
         if self._iterator is None:
             from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
@@ -90,10 +101,14 @@ class DaliLoader(BaseLoader):
         else:
             self._iterator.reset()
         self._mid_epoch = True
-        for batch, outputs in zip(batches, self._iterator, strict=True):
-            if self._decode:
-                self._refuse_changed_sizes(batch, outputs[0]["sizes"])
-            yield self._to_batch(outputs[0]["images"], outputs[0]["labels"])
+        try:
+            for batch, outputs in zip(batches, self._iterator, strict=True):
+                if self._decode:
+                    self._refuse_changed_sizes(batch, outputs[0]["sizes"])
+                yield self._to_batch(outputs[0]["images"], outputs[0]["labels"])
+        except Exception:
+            self._failed, self._mid_epoch = True, False
+            raise
         self._mid_epoch = False
 
     def _refuse_stale_copies(self) -> None:

@@ -162,6 +162,32 @@ def test_a_file_broken_after_the_check_is_named_in_the_error(tmp_path: Path, bac
     assert "Original Traceback" not in message  # not torch's wrapping of a worker's error
 
 
+def test_the_epoch_after_a_broken_shard_names_it_again(tmp_path: Path, backend: str) -> None:
+    # Shards overwritten with zeros mid-epoch: DALI stops a pipeline at such an error and
+    # refuses it every run after, so the next epoch raised DALI's "Current pipeline object is
+    # no longer valid", naming nothing. Now it meets the shards again and names them.
+    from dali_loader import DatasetError
+    from dali_loader.packing import pack
+
+    from .conftest import write_index_folder
+
+    source = write_index_folder(tmp_path / "data", [12, 12])
+    packed = pack(source, tmp_path / "packed", shard_size=8 << 10, progress=False).parent
+    loader = make(packed, backend, shuffle=False, batch_size=4)
+    batches = iter(loader)
+    next(batches)
+    for shard in sorted(packed.glob("*.tar"))[2:]:
+        shard.write_bytes(bytes(shard.stat().st_size))
+    for epoch in (batches, loader, loader):
+        try:
+            for _ in epoch:
+                pass
+        except DatasetError as error:  # not pytest.raises, as in truncate_under
+            assert "changed after the loader checked them" in str(error)
+        else:
+            pytest.fail("an epoch read the zeroed shards without a word")
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dtype_and_channels_last(small_folder: Path, backend: str, dtype: torch.dtype) -> None:
     reference = next(iter(make(small_folder, backend, train=False)))[0]
