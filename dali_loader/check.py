@@ -190,7 +190,8 @@ def apply_policy(index: SampleIndex, report: CheckReport, on_bad_file: str) -> S
             raise DatasetError(
                 f"{len(report.bad)} file(s) under {report.source} cannot be decoded:\n"
                 f"{listed}{more}\nRun `dali-loader check {report.source}` for the full list, "
-                "then fix or remove them, or pass on_bad_file='skip' to leave them out."
+                "then fix or remove them, or pass on_bad_file='skip' (`--on-bad-file skip` on the "
+                "command line) to leave them out."
             )
         logger.warning(
             "skipping %d bad file(s) under %s (on_bad_file='skip'):\n%s%s",

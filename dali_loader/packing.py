@@ -76,6 +76,8 @@ def pack(
             )
     else:
         write_atomic(plan_file, json.dumps(plan))
+    for stale in out.glob("*.partial"):  # an interrupted run's (a Ctrl-C inside a temp file's
+        stale.unlink(missing_ok=True)  # creation leaves it even there): this run writes anew
     todo = [k for k, shard in enumerate(plan["shards"]) if not _complete(out, shard)]
     total = sum(len(plan["shards"][k]["samples"]) for k in todo)
     processes = workers or max(1, len(os.sched_getaffinity(0)))

@@ -7,6 +7,7 @@ that crop, flip and rotation happen, and that every backend delivers the same im
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,30 +28,34 @@ def preview(
     image_size: int = 160,
     rotate_degrees: float = 15.0,
     seed: int = 0,
+    on_bad_file: str = "raise",
 ) -> Path:
     """Write the grid PNG to `output` and return its path."""
-    rows = [
-        (
-            "eval (no augmentation)",
-            _first_batch(
-                source, "torchvision", samples, image_size, rotate_degrees, seed, train=False
-            ),
-        )
-    ]
+    first = functools.partial(
+        _first_batch,
+        source=source,
+        samples=samples,
+        size=image_size,
+        rotate=rotate_degrees,
+        seed=seed,
+        on_bad_file=on_bad_file,
+    )
+    rows = [("eval (no augmentation)", first(backend="torchvision", train=False))]
     for backend in backends:
-        rows.append(
-            (
-                f"{backend} (train)",
-                _first_batch(
-                    source, backend, samples, image_size, rotate_degrees, seed, train=True
-                ),
-            )
-        )
+        rows.append((f"{backend} (train)", first(backend=backend, train=True)))
     return _save(rows, Path(output), image_size)
 
 
 def _first_batch(
-    source: str, backend: str, samples: int, size: int, rotate: float, seed: int, *, train: bool
+    *,
+    source: str,
+    backend: str,
+    samples: int,
+    size: int,
+    rotate: float,
+    seed: int,
+    train: bool,
+    on_bad_file: str,
 ) -> torch.Tensor:
     import torch
 
@@ -66,6 +71,7 @@ def _first_batch(
         image_size=size,
         rotate_degrees=rotate,
         num_threads=1,
+        on_bad_file=on_bad_file,
     )
     images, _ = next(iter(loader))
     spec = loader.spec
@@ -104,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--rotate", type=float, default=15.0, help="rotate_degrees")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--on-bad-file", choices=["raise", "skip"], default="raise", help="skip: leave them out"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         rotate_degrees=args.rotate,
         seed=args.seed,
+        on_bad_file=args.on_bad_file,
     )
     print(f"wrote {path}")
     return 0

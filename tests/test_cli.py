@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dali_loader import DatasetError
 from dali_loader.cli import main
 
 
@@ -119,6 +120,18 @@ def test_preview_draws_one_row_per_backend_plus_eval(small_folder: Path, tmp_pat
     eval_row, torchvision_row, dali_row = (grid[40 * r + 4 : 40 * r + 36, 150:] for r in range(3))
     assert np.abs(torchvision_row - eval_row).mean() > 1  # train rows are augmented
     assert np.abs(dali_row - eval_row).mean() > 1
+
+
+def test_preview_of_a_folder_with_a_bad_file_leaves_it_out_when_asked(tmp_path: Path) -> None:
+    from .conftest import write_index_folder
+
+    root = write_index_folder(tmp_path / "data", [4])
+    (root / "class_00" / "bad.jpg").write_bytes(b"<html>not an image</html>")
+    command = ["preview", str(root), "-o", str(tmp_path / "grid.png"), "--samples", "2"]
+    command += ["--image-size", "16", "--backends", "torchvision"]
+    with pytest.raises(DatasetError, match="--on-bad-file skip"):
+        main(command)
+    assert main([*command, "--on-bad-file", "skip"]) == 0
 
 
 def test_memory_scaling_smoke_run(tmp_path: Path) -> None:

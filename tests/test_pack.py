@@ -126,11 +126,13 @@ def test_interrupted_pack_resumes(tmp_path: Path, small_folder: Path) -> None:
     (out / f"{second}.json").unlink()
     (out / f"{second}.tar").write_bytes(b"half a shard")
     (out / f"{first}.tar.partial").write_bytes(b"garbage")
+    (out / "tmpk2x9_q1a.partial").write_bytes(b"")  # a Ctrl-C inside mkstemp leaves one
     (out / "manifest.json").unlink()
     with pytest.raises(DatasetError):
         create_loader(out, backend="torchvision")  # not a packed data set until complete
     pack(small_folder, out, shard_size=8 << 10, progress=False)
     assert json.loads((out / "manifest.json").read_text()) == reference
+    assert not list(out.glob("*.partial"))
     assert sorted(
         read_all(
             create_loader(out, backend="torchvision", train=False, image_size=16, num_threads=0)
