@@ -8,10 +8,12 @@ optimization, never a reason to stop.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -41,10 +43,11 @@ def _usable(wanted: str) -> Path:
     if problem is None:
         return Path(wanted)
     fallback = Path(tempfile.mkdtemp(prefix="dali-loader-cache-"))  # private, this process's
+    atexit.register(shutil.rmtree, fallback, ignore_errors=True)  # (a fork's exit skips it)
     logger.warning(
-        "dali_loader: cannot use the cache folder %s (%s); this process uses %s instead, so "
-        "the check's verdicts are not kept for later runs. Set DALI_LOADER_CACHE to a "
-        "writable folder.",
+        "dali_loader: cannot use the cache folder %s (%s); this process uses %s instead, "
+        "removed at exit, so the check's verdicts are not kept for later runs. Set "
+        "DALI_LOADER_CACHE to a writable folder.",
         wanted or "~/.cache/dali-loader",
         problem,
         fallback,

@@ -325,10 +325,14 @@ def _netpbm_maxval(path: str) -> int | None:
 def _converted_copy(path: str, stamp: list[int]) -> str:
     """A lossless PNG of the RGB every backend delivers (`imaging.rgb8`, EXIF orientation
     applied), made once."""
-    name = f"{os.path.abspath(path)}|{stamp}".encode(errors="surrogateescape")  # any file name
-    copy = cache_dir() / "converted" / f"{hashlib.sha1(name).hexdigest()}.png"
+    name = os.path.abspath(path).encode(errors="surrogateescape")  # any file name
+    file_key = hashlib.sha1(name).hexdigest()
+    stamp_key = hashlib.sha1(f"{stamp}".encode()).hexdigest()[:16]
+    copy = cache_dir() / "converted" / f"{file_key}-{stamp_key}.png"
     if copy.exists():
         return str(copy)
+    for older in copy.parent.glob(f"{file_key}-*.png"):  # of the file as it was: stale now
+        older.unlink(missing_ok=True)
     with open_image(path) as image:
         rgb = rgb8(ImageOps.exif_transpose(image))
     try:

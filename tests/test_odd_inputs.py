@@ -169,6 +169,30 @@ def test_an_unwritable_cache_falls_back_with_one_warning(
     cache._usable.cache_clear()
 
 
+def test_the_fallback_cache_is_removed_when_the_process_exits(tmp_path: Path) -> None:
+    # Every process with an unusable cache folder left a temp cache behind: its verdicts and
+    # a converted copy of every file that needs one.
+    import subprocess
+    import sys
+
+    root = write_index_folder(tmp_path / "data", [3])
+    (root / "class_00" / "cmyk.jpg").write_bytes(_cmyk_jpeg())  # needs a converted copy
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "a-file").write_text("")
+    code = f"""
+from dali_loader import create_loader
+loader = create_loader({str(root)!r}, backend="dali-cpu", batch_size=2, image_size=16)
+assert sum(len(labels) for _, labels in loader) == 4
+"""
+    environment = {
+        **os.environ,
+        "DALI_LOADER_CACHE": str(tmp_path / "a-file" / "cache"),  # cannot be a folder
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=environment)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 def _cmyk_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.new("CMYK", (24, 24), (10, 200, 30, 0)).save(buffer, "JPEG")
@@ -533,6 +557,27 @@ def test_a_converted_file_changed_or_its_copy_gone_is_named(tmp_path: Path) -> N
     with pytest.raises(DatasetError, match=f"{cmyk.name}: changed since the check"):
         for _ in loader:
             pass
+
+
+def test_a_converted_file_changed_again_and_again_keeps_one_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A copy is made for the file as it is (its stamp): each touch, chmod or copy without -p
+    # made one more, and none went, so the cache grew without end.
+    from dali_loader import cache
+
+    monkeypatch.setenv("DALI_LOADER_CACHE", str(tmp_path / "cache"))
+    cache._usable.cache_clear()
+    root = write_index_folder(tmp_path / "data", [3])
+    cmyk = root / "class_00" / "cmyk.jpg"
+    cmyk.write_bytes(_cmyk_jpeg())
+    for step in range(3):
+        os.utime(cmyk, ns=(time.time_ns(), time.time_ns() + step))
+        report = check_dataset(root, progress=False)
+        assert list((tmp_path / "cache" / "converted").iterdir()) == [
+            Path(report.copies[str(cmyk)])
+        ]
+    cache._usable.cache_clear()
 
 
 def test_a_label_far_beyond_the_samples_is_refused_not_made_into_classes(
