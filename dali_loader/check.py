@@ -253,7 +253,10 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
         verdict["reason"] = "permission denied: make the file readable"
         return verdict
     except UnidentifiedImageError:
-        verdict["reason"] = "not an image (unrecognized content: HTML, text or another format?)"
+        verdict["reason"] = (
+            "not an image PIL can read (HTML or text under an image name, or a format or pixel"
+            " type PIL does not support, such as a 3-channel float TIFF)"
+        )
         return verdict
     except MemoryError:  # this process's limit, not the file's fault: bad now, checked again
         verdict["reason"] = "out of memory while decoding it (checked again next time)"
