@@ -7,9 +7,8 @@ that crop, flip and rotation happen, and that every backend delivers the same im
 from __future__ import annotations
 
 import argparse
-import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .backends import BACKENDS, runnable_backends
 
@@ -31,48 +30,28 @@ def preview(
     on_bad_file: str = "raise",
 ) -> Path:
     """Write the grid PNG to `output` and return its path."""
-    first = functools.partial(
-        _first_batch,
-        source=source,
-        samples=samples,
-        size=image_size,
-        rotate=rotate_degrees,
-        seed=seed,
-        on_bad_file=on_bad_file,
-    )
-    rows = [("eval (no augmentation)", first(backend="torchvision", train=False))]
+    options: dict[str, Any] = {
+        "batch_size": samples,
+        "shuffle": True,
+        "seed": seed,
+        "image_size": image_size,
+        "rotate_degrees": rotate_degrees,
+        "num_threads": 1,
+        "on_bad_file": on_bad_file,
+    }
+    rows = [("eval (no augmentation)", _first_batch(source, "torchvision", False, options))]
     for backend in backends:
-        rows.append((f"{backend} (train)", first(backend=backend, train=True)))
+        rows.append((f"{backend} (train)", _first_batch(source, backend, True, options)))
     return _save(rows, Path(output), image_size)
 
 
-def _first_batch(
-    *,
-    source: str,
-    backend: str,
-    samples: int,
-    size: int,
-    rotate: float,
-    seed: int,
-    train: bool,
-    on_bad_file: str,
-) -> torch.Tensor:
+def _first_batch(source: str, backend: str, train: bool, options: dict[str, Any]) -> torch.Tensor:
+    """The first batch of `create_loader(source, ...)`, unnormalized to 0..1."""
     import torch
 
     from .factory import create_loader
 
-    loader = create_loader(
-        source,
-        batch_size=samples,
-        backend=backend,
-        train=train,
-        shuffle=True,
-        seed=seed,
-        image_size=size,
-        rotate_degrees=rotate,
-        num_threads=1,
-        on_bad_file=on_bad_file,
-    )
+    loader = create_loader(source, backend=backend, train=train, **options)
     images, _ = next(iter(loader))
     spec = loader.spec
     mean = torch.tensor(spec.mean).view(1, spec.channels, 1, 1)
