@@ -43,16 +43,22 @@ def _usable(wanted: str) -> Path:
     if problem is None:
         return Path(wanted)
     fallback = Path(tempfile.mkdtemp(prefix="dali-loader-cache-"))  # private, this process's
-    atexit.register(shutil.rmtree, fallback, ignore_errors=True)  # (a fork's exit skips it)
+    atexit.register(_remove_in, os.getpid(), fallback)
     logger.warning(
         "dali_loader: cannot use the cache folder %s (%s); this process uses %s instead, "
-        "removed at exit, so the check's verdicts are not kept for later runs. Set "
+        "removed when it exits normally, so the check's verdicts are not kept for later runs. Set "
         "DALI_LOADER_CACHE to a writable folder.",
         wanted or "~/.cache/dali-loader",
         problem,
         fallback,
     )
     return fallback
+
+
+def _remove_in(pid: int, folder: Path) -> None:
+    """At exit, the process that made the folder removes it (not a child forked from it)."""
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _cannot_write(folder: Path) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import numbers
@@ -41,7 +42,8 @@ logger = logging.getLogger("dali_loader")
 _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
 # 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime; 4: upright sizes;
-# 5: files opened from their bytes, a PGM/PPM maxval other than 255 converted
+# 5: files opened from a file object, a PGM/PPM maxval other than 255 converted, copies named
+# by the file's content
 _CACHE_VERSION = 5
 
 
@@ -162,7 +164,7 @@ def check_dataset(
         report.sizes[path] = (width, height)
         if verdict["status"] == "convert":
             report.converted[path] = verdict["reason"]
-            report.copies[path] = _converted_copy(path, verdict["stamp"])
+            report.copies[path] = _converted_copy(path, verdict)
     if use_cache:
         try:
             _save_cache(cache_file, verdicts)
@@ -190,8 +192,8 @@ def apply_policy(index: SampleIndex, report: CheckReport, on_bad_file: str) -> S
             raise DatasetError(
                 f"{len(report.bad)} file(s) under {report.source} cannot be decoded:\n"
                 f"{listed}{more}\nRun `dali-loader check {report.source}` for the full list, "
-                "then fix or remove them, or pass on_bad_file='skip' (`--on-bad-file skip` on the "
-                "command line) to leave them out."
+                "then fix or remove them, or pass on_bad_file='skip' (`dali-loader pack` and "
+                "`preview`: --on-bad-file skip) to leave them out."
             )
         logger.warning(
             "skipping %d bad file(s) under %s (on_bad_file='skip'):\n%s%s",
@@ -313,8 +315,11 @@ def _jpeg_header_problem(path: str) -> str | None:
 def _netpbm_maxval(path: str) -> int | None:
     """The maxval of a PGM/PPM (P2, P3, P5, P6) from its header; None for a bitmap or a
     header this cannot read (PIL read the file: its own verdict stands then)."""
-    with open(path, "rb") as f:
-        header = f.read(4096)
+    try:
+        with open(path, "rb") as f:
+            header = f.read(1 << 16)  # comments may be long
+    except OSError:  # gone since PIL read it: the next check sees that
+        return None
     if header[:2] not in (b"P2", b"P3", b"P5", b"P6"):
         return None
     fields: list[bytes] = []
@@ -325,18 +330,19 @@ def _netpbm_maxval(path: str) -> int | None:
     return None
 
 
-def _converted_copy(path: str, stamp: list[int]) -> str:
+def _converted_copy(path: str, verdict: dict[str, Any]) -> str:
     """A lossless PNG of the RGB every backend delivers (`imaging.rgb8`, EXIF orientation
-    applied), made once."""
-    name = os.path.abspath(path).encode(errors="surrogateescape")  # any file name
-    file_key = hashlib.sha1(name).hexdigest()
-    stamp_key = hashlib.sha1(f"{stamp}".encode()).hexdigest()[:16]
-    copy = cache_dir() / "converted" / f"{file_key}-{stamp_key}.png"
+    applied), made once for the file's content: a touch, a chmod or a copy of the file finds
+    it again (a name by path and stamp gave each of them a new copy, and the cache grew). The
+    content's hash is kept in the verdict: a cached check reads no file."""
+    data = None
+    if "content" not in verdict:
+        data = Path(path).read_bytes()
+        verdict["content"] = hashlib.sha1(data).hexdigest()
+    copy = cache_dir() / "converted" / f"{verdict['content']}.png"
     if copy.exists():
         return str(copy)
-    for older in copy.parent.glob(f"{file_key}-*.png"):  # of the file as it was: stale now
-        older.unlink(missing_ok=True)
-    with open_image(path) as image:
+    with Image.open(io.BytesIO(data or Path(path).read_bytes())) as image:
         rgb = rgb8(ImageOps.exif_transpose(image))
     try:
         copy.parent.mkdir(parents=True, exist_ok=True)

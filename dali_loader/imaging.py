@@ -13,7 +13,8 @@ The result carries no `info` (a transparency entry of another mode breaks saving
 
 from __future__ import annotations
 
-import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
@@ -21,12 +22,14 @@ from PIL import Image
 _SIXTEEN_BIT = 65535.0
 
 
-def open_image(path: str) -> Image.Image:
-    """`path` opened from its bytes, as the torchvision backend opens every sample: PIL reads
-    some files otherwise by path (a TIFF in mode L, I;16 or P with EXIF orientation 5-8 comes
-    out sheared at its unturned size by path, upright from bytes, as DALI decodes it)."""
-    with open(path, "rb") as f:
-        return Image.open(io.BytesIO(f.read()))
+@contextmanager
+def open_image(path: str) -> Iterator[Image.Image]:
+    """`path` opened through a file object, as the torchvision backend opens its bytes: PIL
+    reads some files otherwise by path (a TIFF in mode L, I;16 or P with EXIF orientation 5-8
+    comes out sheared at its unturned size by path, upright from a file object, as DALI decodes
+    it). Only the header is read until the pixels are loaded."""
+    with open(path, "rb") as f, Image.open(f) as image:
+        yield image
 
 
 def rgb8(image: Image.Image) -> Image.Image:

@@ -57,12 +57,13 @@ class DaliLoader(BaseLoader):
         )
         weakref.finalize(self, self._feed.close)
         device_id = device.index if device.type == "cuda" else None
+        feed = self._feed  # not `self`: a closure over the loader would keep it in a cycle
 
         def new_pipeline() -> Any:
             pipe = define_pipeline(
                 spec,
-                self._feed,
-                inputs=self._feed.inputs,
+                feed,
+                inputs=feed.inputs,
                 device_id=device_id,
                 num_threads=num_threads,
                 prefetch_queue_depth=prefetch_queue_depth,
@@ -83,8 +84,10 @@ class DaliLoader(BaseLoader):
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
         self._refuse_stale_copies()
-        if self._failed:
-            self._pipe, self._iterator, self._failed = self._new_pipeline(), None, False
+        if self._failed:  # the old one goes first (on a GPU, its memory)
+            self._pipe = self._iterator = None
+            self._pipe = self._new_pipeline()
+            self._failed = False
         self._feed.start(batches, epoch)
         if self._iterator is None:
             from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
@@ -150,10 +153,13 @@ class DaliLoader(BaseLoader):
         """After a `break`, drain the batches DALI already prefetched so the next epoch is clean."""
         if not self._mid_epoch:
             return
-        self._feed.stop()
-        for _ in self._iterator:
-            pass
         self._mid_epoch = False
+        self._feed.stop()
+        try:
+            for _ in self._iterator:
+                pass
+        except Exception:  # a prefetched batch failed: nobody asked for it; a new pipeline
+            self._failed = True  # meets the file again in the next epoch, and names it
 
     def _to_batch(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
         """DALI's outputs as the contract has them; labels are int64 (N,) on the device already."""

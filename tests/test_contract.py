@@ -162,6 +162,47 @@ def test_a_file_broken_after_the_check_is_named_in_the_error(tmp_path: Path, bac
     assert "Original Traceback" not in message  # not torch's wrapping of a worker's error
 
 
+def test_the_epoch_after_a_break_over_broken_files_names_them(tmp_path: Path, backend: str) -> None:
+    # Files broken after the check, one batch read, then `break`: DALI had prefetched batches
+    # of them, and draining those raised "Current pipeline object is no longer valid" at every
+    # later epoch, naming nothing.
+    from dali_loader import DatasetError
+
+    from .conftest import write_index_folder
+
+    root = write_index_folder(tmp_path, [12])
+    loader = make(root, backend, shuffle=False, batch_size=2)
+    for path in sorted(root.rglob("*.jpg"))[2:]:
+        path.write_bytes(b"\xff\xd8" + bytes(path.stat().st_size))
+    for _ in loader:
+        break
+    for _ in range(2):
+        try:
+            for _ in loader:
+                pass
+        except DatasetError as error:  # not pytest.raises, as in truncate_under
+            assert "changed after the loader checked them" in str(error)
+        else:
+            pytest.fail("an epoch read the broken files without a word")
+
+
+def test_a_dropped_loader_goes_at_once(small_folder: Path, backend: str) -> None:
+    # Its pipeline, DALI's threads, read threads and files, or its workers, go when the user
+    # drops it, not when the garbage collector next runs.
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        loader = make(small_folder, backend, batch_size=4)
+        next(iter(loader))
+        gone = weakref.ref(loader)
+        del loader
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
 def test_the_epoch_after_a_broken_shard_names_it_again(tmp_path: Path, backend: str) -> None:
     # Shards overwritten with zeros mid-epoch: DALI stops a pipeline at such an error and
     # refuses it every run after, so the next epoch raised DALI's "Current pipeline object is
