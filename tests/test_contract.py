@@ -6,6 +6,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,8 +167,6 @@ def test_the_epoch_after_a_break_over_broken_files_names_them(tmp_path: Path, ba
     # Files broken after the check, one batch read, then `break`: DALI had prefetched batches
     # of them, and draining those raised "Current pipeline object is no longer valid" at every
     # later epoch, naming nothing.
-    from dali_loader import DatasetError
-
     from .conftest import write_index_folder
 
     root = write_index_folder(tmp_path, [12])
@@ -176,14 +175,7 @@ def test_the_epoch_after_a_break_over_broken_files_names_them(tmp_path: Path, ba
         path.write_bytes(b"\xff\xd8" + bytes(path.stat().st_size))
     for _ in loader:
         break
-    for _ in range(2):
-        try:
-            for _ in loader:
-                pass
-        except DatasetError as error:  # not pytest.raises, as in truncate_under
-            assert "changed after the loader checked them" in str(error)
-        else:
-            pytest.fail("an epoch read the broken files without a word")
+    _each_names_what_changed([loader, loader])
 
 
 def test_a_dropped_loader_goes_at_once(small_folder: Path, backend: str) -> None:
@@ -207,7 +199,6 @@ def test_the_epoch_after_a_broken_shard_names_it_again(tmp_path: Path, backend: 
     # Shards overwritten with zeros mid-epoch: DALI stops a pipeline at such an error and
     # refuses it every run after, so the next epoch raised DALI's "Current pipeline object is
     # no longer valid", naming nothing. Now it meets the shards again and names them.
-    from dali_loader import DatasetError
     from dali_loader.packing import pack
 
     from .conftest import write_index_folder
@@ -219,14 +210,22 @@ def test_the_epoch_after_a_broken_shard_names_it_again(tmp_path: Path, backend: 
     next(batches)
     for shard in sorted(packed.glob("*.tar"))[2:]:
         shard.write_bytes(bytes(shard.stat().st_size))
-    for epoch in (batches, loader, loader):
+    _each_names_what_changed([batches, loader, loader])
+
+
+def _each_names_what_changed(epochs: list[Any]) -> None:
+    """Each of `epochs`, read to its end, raises the DatasetError naming files changed since
+    the check (not pytest.raises, as in truncate_under)."""
+    from dali_loader import DatasetError
+
+    for epoch in epochs:
         try:
             for _ in epoch:
                 pass
-        except DatasetError as error:  # not pytest.raises, as in truncate_under
+        except DatasetError as error:
             assert "changed after the loader checked them" in str(error)
         else:
-            pytest.fail("an epoch read the zeroed shards without a word")
+            pytest.fail("an epoch read files broken since the check without a word")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
