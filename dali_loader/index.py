@@ -148,8 +148,13 @@ def index_folder(root: str | os.PathLike[str]) -> SampleIndex:
     try:
         classes, class_to_idx = find_classes(root)
     except FileNotFoundError:
-        from .packing import PLAN
+        from .packing import MANIFEST, PLAN
 
+        if (root / MANIFEST).is_file():  # not a pack's (`is_packed` said so)
+            raise DatasetError(
+                f"{str(root / MANIFEST)!r} is not a manifest dali-loader wrote (corrupt, or "
+                "another tool's): pack the data set again"
+            ) from None
         if (root / PLAN).is_file():
             raise DatasetError(
                 f"{str(root)!r} holds an unfinished `dali-loader pack` (no manifest yet): "

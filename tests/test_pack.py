@@ -174,6 +174,16 @@ def test_a_shard_truncated_while_training_is_named(
     assert "changed after the loader checked them" in message and str(shard) in message
 
 
+def test_a_corrupt_manifest_is_named_not_called_an_unfinished_pack(
+    tmp_path: Path, small_folder: Path
+) -> None:
+    out = tmp_path / "packed"
+    pack(small_folder, out, shard_size=8 << 10, progress=False)
+    (out / "manifest.json").write_text('{"format": "dali-loader/webdat')  # cut short
+    with pytest.raises(DatasetError, match="not a manifest dali-loader wrote"):
+        create_loader(out, backend="torchvision")
+
+
 def test_pack_follows_the_bad_file_policy(tmp_path: Path) -> None:
     root = write_index_folder(tmp_path / "data", [3, 3])
     (root / "class_00" / "empty.jpg").write_bytes(b"")
