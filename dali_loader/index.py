@@ -49,7 +49,7 @@ class SampleIndex:
 
     paths: tuple[str, ...]
     labels: tuple[int, ...]
-    classes: tuple[str, ...]
+    classes: list[str]  # a list, as ImageFolder.classes (`loader.dataset.classes`)
     class_to_idx: dict[str, int]
     root: str | None = None  # the folder it was walked from, if any
     locations: ShardLocations | None = None  # set for a packed data set: bytes in tar shards
@@ -175,7 +175,7 @@ def index_folder(root: str | os.PathLike[str]) -> SampleIndex:
     return SampleIndex(
         paths=tuple(path for path, _ in samples),
         labels=tuple(label for _, label in samples),
-        classes=tuple(classes),
+        classes=list(classes),
         class_to_idx=dict(class_to_idx),
         root=str(root),
     )
@@ -213,7 +213,7 @@ def index_pairs(paths: Sequence[str], labels: Sequence[int]) -> SampleIndex:
             f"largest label, so that would make {count:,} classes. Map the labels to "
             "0 .. num_classes - 1 first"
         )
-    classes = tuple(str(i) for i in range(count))
+    classes = [str(i) for i in range(count)]
     cwd = os.getcwd()
     return SampleIndex(
         paths=tuple(os.path.join(cwd, os.fspath(p)) for p in paths),  # absolute, as above

@@ -161,7 +161,7 @@ def index_packed(root: str | os.PathLike[str]) -> SampleIndex:
             labels.append(label)
             names.append(f"{tar}:{name}")
         dims += meta["image_sizes"]
-    classes = tuple(manifest["classes"])
+    classes = list(manifest["classes"])
     return SampleIndex(
         paths=tuple(names),
         labels=tuple(labels),

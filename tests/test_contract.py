@@ -41,6 +41,7 @@ def test_classes_and_labels_equal_imagefolder(small_folder: Path, backend: str) 
     reference = ImageFolder(str(small_folder))
     loader = make(small_folder, backend, train=False)
     assert loader.classes == reference.classes
+    assert loader.dataset.classes == reference.classes  # a list, as for DataLoader(ImageFolder)
     assert loader.class_to_idx == reference.class_to_idx
     seen, labels = [], []
     for images, batch_labels in loader:
