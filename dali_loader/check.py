@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .cache import cache_dir, file_stamp, write_atomic
 from .errors import ConfigError, DatasetError
-from .imaging import open_image, rgb8
+from .imaging import open_image, upright_rgb8
 from .index import SampleIndex, Source, build_index
 from .spec import DEFAULT_MAX_PIXELS
 
@@ -249,7 +249,7 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
                 return verdict
             image_format, mode = image.format, image.mode
             image.load()
-            upright = rgb8(ImageOps.exif_transpose(image))  # what the backends deliver
+            upright = upright_rgb8(image)  # what the backends deliver
             verdict["size"] = list(upright.size)
     except PermissionError:
         verdict["reason"] = "permission denied: make the file readable"
@@ -343,7 +343,7 @@ def _converted_copy(path: str, verdict: dict[str, Any]) -> str:
     if copy.exists():
         return str(copy)
     with Image.open(io.BytesIO(data or Path(path).read_bytes())) as image:
-        rgb = rgb8(ImageOps.exif_transpose(image))
+        rgb = upright_rgb8(image)
     try:
         copy.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=copy.parent, suffix=".png", delete=False) as tmp:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 _SIXTEEN_BIT = 65535.0
 
@@ -30,6 +30,12 @@ def open_image(path: str) -> Iterator[Image.Image]:
     it). Only the header is read until the pixels are loaded."""
     with open(path, "rb") as f, Image.open(f) as image:
         yield image
+
+
+def upright_rgb8(image: Image.Image) -> Image.Image:
+    """What every backend delivers of `image`: turned upright by its EXIF orientation, 8-bit
+    RGB (`rgb8`)."""
+    return rgb8(ImageOps.exif_transpose(image))
 
 
 def rgb8(image: Image.Image) -> Image.Image:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .errors import DatasetError
-from .imaging import rgb8
+from .imaging import upright_rgb8
 
 # A folder, or (paths, labels): sequences, numpy arrays, torch tensors or pandas columns.
 Source = Union[str, "os.PathLike[str]", tuple[Sequence[Any], Sequence[Any]]]
@@ -87,7 +87,7 @@ class SampleIndex:
                 f.seek(int(where.offsets[i]))
                 data = f.read(int(where.sizes[i]))
         with Image.open(io.BytesIO(data)) as image:
-            rgb = rgb8(ImageOps.exif_transpose(image))
+            rgb = upright_rgb8(image)
             rgb.load()
         return rgb, self.labels[i]
 

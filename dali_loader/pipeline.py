@@ -30,7 +30,7 @@ import numpy as np
 from nvidia.dali import fn, types
 from nvidia.dali import math as dmath
 from nvidia.dali.pipeline import Pipeline
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from . import params
@@ -38,7 +38,7 @@ from .errors import BackendUnavailableError
 from .feed import InputKind
 from .forking import freeze_in_forked_children
 from .hue import Ops, turn_hue
-from .imaging import open_image, rgb8
+from .imaging import open_image, upright_rgb8
 from .ops import ColorJitter, GaussianBlur, Grayscale
 from .plan import Plan
 from .spec import LoaderSpec
@@ -366,7 +366,7 @@ def _differs_from_pil(decoded: np.ndarray, path: str) -> str | None:
     """How DALI's decode of `path` differs from what the torchvision backend delivers, if it
     does: another shape (an orientation), or other levels."""
     with open_image(path) as image:
-        expected = np.asarray(rgb8(ImageOps.exif_transpose(image)))
+        expected = np.asarray(upright_rgb8(image))
     if decoded.shape != expected.shape:
         return (
             f"DALI decodes it as {decoded.shape[1]}x{decoded.shape[0]}, PIL as "

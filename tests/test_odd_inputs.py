@@ -536,7 +536,7 @@ def test_running_out_of_memory_on_a_file_is_not_remembered(
         raise MemoryError
 
     with monkeypatch.context() as patch:
-        patch.setattr(check, "rgb8", no_memory)
+        patch.setattr(check, "upright_rgb8", no_memory)
         assert len(check_dataset(root, probe_dali=False, progress=False).bad) == 2
     assert not check_dataset(root, probe_dali=False, progress=False).bad  # checked again
 
