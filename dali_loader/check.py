@@ -20,6 +20,7 @@ import json
 import logging
 import numbers
 import os
+import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
 # 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime; 4: upright sizes;
 # 5: files opened from a file object, a PGM/PPM maxval other than 255 converted, copies named
-# by the file's content
-_CACHE_VERSION = 5
+# by the file's content; 6: "deep", what a file holds beyond 8 bits a sample
+_CACHE_VERSION = 6
 
 
 @dataclass
@@ -56,6 +57,8 @@ class CheckReport:
     bad: dict[str, str] = field(default_factory=dict)
     converted: dict[str, str] = field(default_factory=dict)  # path -> why
     copies: dict[str, str] = field(default_factory=dict)  # path -> the PNG copy DALI reads
+    # path -> what it holds beyond the 8 bits a sample delivered ("PNG, 16 bits a sample")
+    deep: dict[str, str] = field(default_factory=dict)
     # path -> (width, height) as delivered (EXIF orientation applied), for every good file:
     # the augmentation's parameters are drawn from it before any backend decodes the file.
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -82,6 +85,8 @@ class CheckReport:
             lines.append(f"  CONVERTED  {path}: {reason}")
         if len(self.converted) > limit:
             lines.append(f"  ... and {len(self.converted) - limit} more converted files")
+        if self.deep:
+            lines.append(deep_files_message(self.deep, limit))
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,7 +98,21 @@ class CheckReport:
                 {"path": p, "reason": r, "copy": self.copies.get(p)}
                 for p, r in self.converted.items()
             ],
+            "deep": [{"path": p, "holds": h} for p, h in self.deep.items()],
         }
+
+
+def deep_files_message(deep: dict[str, str], limit: int = 5) -> str:
+    """The files delivered with fewer bits than they hold, and why."""
+    lines = [
+        f"{len(deep)} file(s) hold more than 8 bits a sample; every backend delivers 8 (uint8),"
+        " their range scaled to 0..255 as README's table of files says. Convert them first if"
+        " the low bits matter:"
+    ]
+    lines += [f"  8 BITS KEPT  {path}: {holds}" for path, holds in list(deep.items())[:limit]]
+    if len(deep) > limit:
+        lines.append(f"  ... and {len(deep) - limit} more")
+    return "\n".join(lines)
 
 
 def check_dataset(
@@ -162,6 +181,8 @@ def check_dataset(
             continue
         width, height = verdict["size"]
         report.sizes[path] = (width, height)
+        if "deep" in verdict:
+            report.deep[path] = verdict["deep"]
         if verdict["status"] == "convert":
             report.converted[path] = verdict["reason"]
             report.copies[path] = _converted_copy(path, verdict)
@@ -248,6 +269,7 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
                 )
                 return verdict
             image_format, mode = image.format, image.mode
+            deep = _deeper_than_8_bits(image)  # from the decoder's raw mode: before load()
             image.load()
             upright = upright_rgb8(image)  # what the backends deliver
             verdict["size"] = list(upright.size)
@@ -278,7 +300,26 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
         verdict["reason"] = f"maxval {maxval}: PIL scales it to 0..255, DALI does not"
     else:
         verdict["status"] = "ok"
+    if deep:
+        verdict["deep"] = f"{image_format}, {deep}"
     return verdict
+
+
+def _deeper_than_8_bits(image: Image.Image) -> str | None:
+    """What `image` holds beyond the 8 bits a sample every backend delivers ("16 bits a
+    sample", "32-bit floats"), None for 8 bits or fewer. PIL itself drops the low byte of a
+    16-bit RGB PNG, so the decoder's raw mode says it, not the mode."""
+    if image.mode == "F":
+        return "32-bit floats"
+    tile = getattr(image, "tile", None)  # an ImageFile's: (codec, extents, offset, args)
+    raw = tile[0][3] if tile else None
+    raw = raw[0] if isinstance(raw, tuple) and raw else raw
+    bits = re.search(r";(16|32)", raw) if isinstance(raw, str) else None
+    if bits:
+        return f"{bits[1]} bits a sample"
+    if image.mode.startswith("I"):
+        return "32-bit integers" if image.mode == "I" else "16 bits a sample"
+    return None
 
 
 def _jpeg_header_problem(path: str) -> str | None:

@@ -125,18 +125,24 @@ def _shm(batch_size: int, image_size: int) -> Finding:
         usage = shutil.disk_usage("/dev/shm")
     except OSError:
         return Finding("/dev/shm", "missing: the torchvision backend's workers need it", True)
+    import torch
+
     from fallback.buffers import slot_count
 
     workers, ranks = default_num_threads(), local_world_size()
-    needed = ranks * slot_count(workers) * batch_size * 3 * image_size * image_size
+    uint8 = ranks * slot_count(workers) * batch_size * 3 * image_size * image_size
+    if torch.cuda.is_available():  # uint8 slots, normalized on the GPU
+        needed, note = uint8, ""
+    else:  # float32 slots, handed out as they are; uint8 ones where those do not fit
+        needed, note = 4 * uint8, f" (float32 batches; {uint8 / 2**30:.2f} GiB at the least)"
     enough = usage.free >= needed
     advice = "" if enough else f"; give it more (docker run --shm-size={needed / 2**30 + 1:.0f}g)"
     return Finding(
         "/dev/shm",
         f"{usage.total / 2**30:.1f} GiB, {usage.free / 2**30:.1f} GiB free; the torchvision "
         f"backend with {workers} workers, batch {batch_size} at {image_size} px needs "
-        f"{needed / 2**30:.2f} GiB{f' for its {ranks} ranks' if ranks > 1 else ''}{advice}",
-        problem=not enough,
+        f"{needed / 2**30:.2f} GiB{f' for its {ranks} ranks' if ranks > 1 else ''}{note}{advice}",
+        problem=usage.free < uint8,
     )
 
 

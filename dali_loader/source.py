@@ -7,15 +7,18 @@ set was checked when it was packed, and its shards are verified against their ch
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
-from .check import CheckReport, apply_policy, check_dataset
+from .check import CheckReport, apply_policy, check_dataset, deep_files_message
 from .index import SampleIndex, Source, build_index
 from .packing import index_packed, is_packed
 from .spec import DEFAULT_MAX_PIXELS
+
+logger = logging.getLogger("dali_loader")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ def open_source(
         progress=progress,
     )
     index = apply_policy(index, report, on_bad_file)
+    if report.deep:
+        logger.warning("dali_loader: %s", deep_files_message(report.deep))
     read_paths = tuple(report.copies.get(p, p) for p in index.paths) if report.copies else None
     return CheckedIndex(index, dict(report.bad), read_paths, checked_ns)
 

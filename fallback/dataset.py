@@ -3,9 +3,10 @@
 Each batch's augmentation parameters are drawn by `dali_loader.params` from (seed, epoch, sample
 index) alone, as the DALI feed draws them: a sample's augmentation does not depend on the
 backend, on which worker made it or on how many there are.
-Workers write uint8 (warped and colored samples rounded back to whole pixel values), a quarter
-of the bytes of float32, into the slot their request names and hand back only the slot's
-number; the loader normalizes the whole batch once, on its device.
+Workers write each sample into the slot their request names and hand back only the slot's
+number: on the CPU normalized, in the output's dtype and memory format, so that the training
+thread hands the slot over as it is; for a GPU uint8 (warped and colored samples rounded back to
+whole pixel values), a quarter of the bytes, normalized there.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from dali_loader.storage import SampleReader
 
 from .as_is import run_as_is, sample_seed
 from .augment import load_sample
+from .buffers import batch_memory
 
-BatchRequest = tuple[int, np.ndarray, int]  # (epoch, sample indices, slot to write)
+BatchRequest = tuple[int, np.ndarray, int]  # (epoch, sample indices, slot to write or -1)
+Normalize = tuple[np.ndarray, np.ndarray]  # per-channel scale and shift, (C, 1, 1) float32
 
 
-class BatchDataset(Dataset[int]):
-    """Batches of augmented samples, written into `slots` (uint8 (S, N, C, H, W))."""
+class BatchDataset(Dataset["int | torch.Tensor"]):
+    """Batches of augmented samples, written into `slots` ((S, N, C, H, W) `batch_memory`)."""
 
     def __init__(
         self,
@@ -39,17 +42,20 @@ class BatchDataset(Dataset[int]):
         sizes: np.ndarray,
         slots: torch.Tensor,
         as_is: Callable[[Image.Image], object] | None = None,
+        normalize: Normalize | None = None,
     ) -> None:
         self.reader = reader
         self.spec = spec
         self.sizes = sizes  # (N, 2) upright (width, height), as the check recorded them
         self.slots = slots
         self.as_is = as_is  # the user's Compose, run per sample (`fallback.as_is`)
+        self.normalize = normalize  # uint8 levels -> the output, in the workers
 
-    def __getitem__(self, request: BatchRequest) -> int:  # type: ignore[override]
-        """Write the samples of `request` into the first rows of its slot; return the slot."""
+    def __getitem__(self, request: BatchRequest) -> int | torch.Tensor:  # type: ignore[override]
+        """Write the samples of `request` into the first rows of its slot and return the slot;
+        with no slot (-1: the loop's user holds them all), into fresh memory, returned."""
         epoch, indices, slot = request
-        images = self.slots[slot]
+        images = self.slots[slot] if slot >= 0 else self._fresh(len(indices))
         if self.as_is is None:
             drawn = params.draw(self.spec, epoch, indices, self.sizes[indices])
         for row, index in enumerate(indices.tolist()):
@@ -64,8 +70,31 @@ class BatchDataset(Dataset[int]):
             except (OSError, DatasetError) as error:  # name the file: nothing else would
                 path = os.fsdecode(bytes(self.reader.paths[index]))
                 raise type(error)(f"{path}: {error}") from error
-            images[row] = sample
-        return slot
+            self._write(images[row], sample)
+        return slot if slot >= 0 else images
+
+    def _write(self, row: torch.Tensor, sample: torch.Tensor) -> None:
+        if self.normalize is None or self.as_is is not None:
+            row.copy_(sample)
+            return
+        # The loader's normalization, here instead of on the training thread: the same float32
+        # operations, so the same values (scale and shift, as DALI's normalize folds them)
+        scale, shift = self.normalize
+        out = row.numpy() if row.dtype == torch.float32 else np.empty(sample.shape, np.float32)
+        np.multiply(sample.numpy(), scale, out=out)
+        np.add(out, shift, out=out)
+        if row.dtype != torch.float32:
+            row.copy_(torch.from_numpy(out))
+
+    def _fresh(self, rows: int) -> torch.Tensor:
+        """Memory for one batch, laid out as a slot's; shared from a worker, as it is sent."""
+        like = self.slots[0, :rows]
+        last = like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last)
+        worker = torch.utils.data.get_worker_info() is not None
+        fresh = batch_memory(
+            1, rows, tuple(like.shape[1:]), like.dtype, channels_last=last, shared=worker
+        )
+        return fresh[0]
 
 
 def _same_shape(sample: torch.Tensor, row: torch.Tensor) -> None:

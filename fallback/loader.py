@@ -1,12 +1,14 @@
 """`TorchvisionLoader`: the same contract on the CPU, a torch DataLoader over the same index.
 
-Workers decode and augment whole batches into shared uint8 slots. The loader normalizes each
-batch once, in one pass, on its device: for a GPU after a pinned, non-blocking copy of a quarter
-of the bytes (as timm's PrefetchLoader does).
+Workers decode and augment whole batches into shared slots. On the CPU they write the finished
+batch, and the training thread hands the slot itself to the user (`BatchSlots`): the thread the
+GPU would wait on does no pass over the pixels. For a GPU they write uint8, normalized there after
+a pinned, non-blocking copy of a quarter of the bytes (as timm's PrefetchLoader does).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -23,21 +25,26 @@ from dali_loader.spec import LoaderSpec
 from dali_loader.storage import reader_for
 
 from .as_is import run_as_is, sample_seed
-from .buffers import ReusedBatches, shared_slots, slot_count
+from .buffers import BatchSlots, ReusedBatches, batch_memory, shm_free, slot_count
 from .dataset import BatchDataset, BatchRequest
 
 
 class _EpochRequests:
-    """The DataLoader's sampler: this epoch's batches, set before each pass."""
+    """The DataLoader's sampler: this epoch's batches, set before each pass, each given a slot
+    as the DataLoader sends it to a worker."""
 
-    def __init__(self) -> None:
-        self.requests: list[BatchRequest] = []
+    def __init__(self, slots: BatchSlots) -> None:
+        self.slots = slots
+        self.epoch = 0
+        self.batches: list[np.ndarray] = []
 
     def __iter__(self) -> Iterator[BatchRequest]:
-        return iter(self.requests)
+        self.slots.new_epoch()  # at the first request: the DataLoader finished the last epoch's
+        for batch in self.batches:
+            yield self.epoch, batch, self.slots.take()
 
     def __len__(self) -> int:
-        return len(self.requests)
+        return len(self.batches)
 
 
 def _unwrapped(error: DaliLoaderError) -> DaliLoaderError:
@@ -82,19 +89,40 @@ class TorchvisionLoader(BaseLoader):
         index = checked.index
         self._as_is = as_is
         shape: tuple[int, ...] = (spec.channels, *spec.image_size)
-        dtype = torch.uint8
+        dtype = TORCH_DTYPES[spec.dtype] if device.type == "cpu" else torch.uint8
         if as_is is not None and len(index):  # the first sample's output: every one's shape
             first = run_as_is(as_is, reader_for(index).read(0), sample_seed(spec.seed, 0, 0))
             shape, dtype = tuple(first.shape), first.dtype
-        self._slots = shared_slots(
-            slot_count(num_workers, prefetch_factor),
-            (spec.batch_size, *shape),
-            shared=num_workers > 0,
-            dtype=dtype,
+        count = slot_count(num_workers, prefetch_factor)
+        if as_is is None and device.type == "cpu" and num_workers > 0:
+            # the finished batches in shared memory if /dev/shm holds them, else uint8 there
+            free = shm_free()
+            needed = count * spec.batch_size * math.prod(shape) * dtype.itemsize
+            if free is not None and needed > free:
+                dtype = torch.uint8
+        self._lends = device.type == "cpu" and (as_is is not None or dtype != torch.uint8)
+        self._slots = BatchSlots(
+            batch_memory(
+                count,
+                spec.batch_size,
+                shape,
+                dtype,
+                channels_last=spec.channels_last,
+                shared=num_workers > 0,
+            )
         )
-        self._requests = _EpochRequests()
+        scale = (1.0 / np.array(spec.std_255, np.float32)).reshape(-1, 1, 1)
+        shift = -np.array(spec.mean_255, np.float32).reshape(-1, 1, 1) * scale
+        self._requests = _EpochRequests(self._slots)
         self._loader = DataLoader(
-            BatchDataset(reader_for(index), spec, _sizes(index), self._slots, as_is),
+            BatchDataset(
+                reader_for(index),
+                spec,
+                _sizes(index),
+                self._slots.batches,
+                as_is,
+                normalize=(scale, shift) if self._lends else None,
+            ),
             batch_size=None,
             sampler=self._requests,
             num_workers=num_workers,
@@ -103,26 +131,33 @@ class TorchvisionLoader(BaseLoader):
             worker_init_fn=_trust_the_check,
         )
         self._outputs = ReusedBatches()
+        self._scale, self._shift = scale[None], shift[None]
         shape = (1, spec.channels, 1, 1)
         self._mean = torch.tensor(spec.mean_255, device=device).view(shape)
         self._inv_std = (1.0 / torch.tensor(spec.std_255, device=device)).view(shape)
-        self._scale = (1.0 / np.array(spec.std_255, np.float32)).reshape(shape)
-        self._shift = -np.array(spec.mean_255, np.float32).reshape(shape) * self._scale
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
-        slots = len(self._slots)
-        self._requests.requests = [(epoch, batch, i % slots) for i, batch in enumerate(batches)]
-        for batch, slot in zip(batches, self._worker_slots(), strict=True):
-            if self._as_is is not None:  # the Compose normalized them, or did not: as given
-                images = self._slots[slot, : len(batch)].to(self.device, copy=True)
-                if self.spec.channels_last and images.dim() == 4:
-                    images = images.contiguous(memory_format=torch.channels_last)
-            else:
-                images = self._normalize(self._slots[slot, : len(batch)])
+        self._requests.epoch, self._requests.batches = epoch, batches
+        for batch, written in zip(batches, self._worker_batches(), strict=True):
             labels = torch.from_numpy(self._labels[batch].astype(np.int64))
-            yield images, labels.to(self.device, non_blocking=True)
+            yield self._images(written, len(batch)), labels.to(self.device, non_blocking=True)
 
-    def _worker_slots(self) -> Iterator[int]:
+    def _images(self, written: int | torch.Tensor, rows: int) -> torch.Tensor:
+        """The batch a worker wrote (into a slot, or fresh memory), as the user gets it."""
+        if isinstance(written, torch.Tensor):  # the user held every slot
+            return written.to(self.device) if self._lends else self._finished(written)
+        if self._lends:
+            return self._slots.lend(written, rows)
+        images = self._finished(self._slots.batches[written, :rows])
+        self._slots.give_back(written)  # copied out
+        return images
+
+    def _finished(self, images: torch.Tensor) -> torch.Tensor:
+        if self._as_is is not None:  # the Compose normalized them, or did not: as given
+            return images.to(self.device, copy=True)
+        return self._normalize(images)
+
+    def _worker_batches(self) -> Iterator[int | torch.Tensor]:
         """The DataLoader's batches (slot numbers). Our own errors in a worker come back as the
         same error, not wrapped in torch's "Caught ... in DataLoader worker" and the worker's
         traceback: the message names the file already."""
@@ -150,10 +185,10 @@ class TorchvisionLoader(BaseLoader):
         return out.to(TORCH_DTYPES[self.spec.dtype])
 
     def _normalize_on_host(self, images: np.ndarray) -> torch.Tensor:
-        """Normalize with numpy, for two reasons measured (benchmarks/README.md): it runs on one
-        thread, where torch's threads would spin beside the workers;
-        and its allocator asks the kernel for huge pages for large arrays (6x fewer page-fault
-        costs the first time a batch's memory is written; `ReusedBatches` avoids most of them)."""
+        """Normalize with numpy, where /dev/shm cannot hold float slots (benchmarks/README.md):
+        it runs on one thread, where torch's threads would spin beside the workers; and its
+        allocator asks the kernel for huge pages for large arrays (6x fewer page-fault costs the
+        first time a batch's memory is written; `ReusedBatches` avoids most of them)."""
         n, c, h, w = images.shape
         if self.spec.channels_last:
             out = self._outputs.tensor((n, h, w, c), axes=(0, 3, 1, 2))

@@ -26,15 +26,15 @@ def test_fallback_imports_on_its_own() -> None:
     ("rotate_degrees", "dtype", "channels_last"),
     [(0.0, torch.float32, False), (20.0, torch.float32, True), (0.0, torch.bfloat16, True)],
 )
-def test_batches_are_the_workers_uint8_normalized_once(
+def test_batches_are_the_uint8_levels_normalized_once(
     small_folder: Path, rotate_degrees: float, dtype: torch.dtype, channels_last: bool
 ) -> None:
-    # Workers hand over uint8; the loader normalizes the batch in one pass. The result must be
-    # (pixels - mean) / std of exactly those pixels, in the requested dtype and memory format.
+    # Workers make uint8 levels (what a GPU gets) and normalize them on the CPU. The result must
+    # be (pixels - mean) / std of exactly those pixels, in the requested dtype and memory format.
     from dali_loader import create_loader
     from dali_loader.index import build_index
     from dali_loader.storage import reader_for
-    from fallback.buffers import shared_slots
+    from fallback.buffers import batch_memory
     from fallback.dataset import BatchDataset
 
     loader = create_loader(
@@ -51,9 +51,9 @@ def test_batches_are_the_workers_uint8_normalized_once(
     images, _ = next(iter(loader))
     index = build_index(small_folder)
     spec = LoaderSpec(image_size=(32, 32), rotate_degrees=rotate_degrees, shuffle=False)
-    slots = shared_slots(2, (8, 3, 32, 32), shared=False)
+    slots = batch_memory(2, 8, (3, 32, 32), torch.uint8, channels_last=False, shared=False)
     batches = BatchDataset(reader_for(index), spec, loader.dataset.sizes, slots)
-    raw = slots[batches[(0, np.arange(8), 1)]]
+    raw = slots[batches[(0, np.arange(8), 1)]]  # type: ignore[index]
     assert raw.dtype == torch.uint8
     mean = torch.tensor(spec.mean_255).view(1, 3, 1, 1)
     std = torch.tensor(spec.std_255).view(1, 3, 1, 1)
@@ -89,6 +89,52 @@ def test_region_decode_has_the_full_decodes_pixels(monkeypatch: pytest.MonkeyPat
             monkeypatch.setattr(augment, "_decoders", {})
             assert torch.equal(augment._decode_jpeg_region(encoded, box), region)  # type: ignore[arg-type]
             monkeypatch.undo()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_lent_slot_is_taken_again_only_once_nobody_holds_it(channels_last: bool) -> None:
+    from fallback.buffers import BatchSlots, batch_memory
+
+    memory = batch_memory(
+        3, 4, (3, 5, 6), torch.bfloat16, channels_last=channels_last, shared=False
+    )
+    slots = BatchSlots(memory)
+    first, second = slots.take(), slots.take()
+    assert {first, second} == {0, 1}
+    memory[first].fill_(1.5)
+    batch = slots.lend(first, 3)
+    assert batch.shape == (3, 3, 5, 6) and batch.dtype == torch.bfloat16
+    assert batch.stride() == memory[first, :3].stride()  # the slot's memory format
+    assert batch.data_ptr() == memory[first].data_ptr() and (batch == 1.5).all()
+    view = batch[1:].float()[0:1]  # not the same memory: does not hold the slot
+    row = batch[2]
+    del batch
+    assert slots.take() == 2  # the first is held through `row`, the second requested
+    assert slots.take() == -1
+    del row, view
+    assert slots.take() == first
+    slots.give_back(second)  # copied out (to a GPU)
+    assert slots.take() == second
+    slots.new_epoch()  # the requests of the epoch before are done
+    assert sorted(slots.take() for _ in range(3)) == [0, 1, 2]
+
+
+def test_without_room_for_float_slots_the_loop_normalizes_the_same_batches(
+    small_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A /dev/shm that holds uint8 slots but not float ones (Docker's 64 MB at batch 64):
+    # the workers hand over uint8 and the training thread normalizes them, to the same values.
+    from dali_loader import create_loader
+    from fallback import loader as loader_module
+
+    kw = dict(batch_size=4, backend="torchvision", image_size=16, rotate_degrees=10, seed=3)
+    lent = list(create_loader(small_folder, num_threads=1, **kw))
+    small = 6 * 4 * 3 * 16 * 16  # every uint8 slot, not a float one
+    monkeypatch.setattr(loader_module, "shm_free", lambda: small)
+    normalized = create_loader(small_folder, num_threads=1, **kw)
+    assert normalized._slots.batches.dtype == torch.uint8  # type: ignore[attr-defined]
+    for (x, y), (a, b) in zip(lent, normalized, strict=True):
+        assert torch.equal(x, a) and torch.equal(y, b)
 
 
 def test_reused_batches_reuse_only_what_nobody_holds() -> None:

@@ -325,12 +325,61 @@ def test_demo_reads_an_existing_folder_and_writes_nothing_into_it(
     assert sorted(p.relative_to(small_folder) for p in small_folder.rglob("*")) == before
 
 
+def _png_rgb16(path: Path, pixels: np.ndarray) -> None:
+    """A 16-bit RGB PNG (which PIL cannot write), written chunk by chunk."""
+    import zlib
+
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_files_deeper_than_8_bits_are_named_with_what_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Delivered with 8 bits of their 16 (or of a float): said by the check and at creation,
+    # not silently (a 16-bit RGB PNG even opens in PIL as plain "RGB").
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
+    root = tmp_path / "data"
+    (root / "c").mkdir(parents=True)
+    Image.fromarray(ramp).save(root / "c" / "gray16.png")
+    _png_rgb16(root / "c" / "rgb16.png", np.stack([ramp] * 3, axis=-1))
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(root / "c" / "float.tif")
+    Image.fromarray((ramp >> 8).astype(np.uint8)).save(root / "c" / "gray8.png")
+    assert Image.open(root / "c" / "rgb16.png").mode == "RGB"
+    report = check_dataset(root)
+    assert {Path(p).name: holds for p, holds in report.deep.items()} == {
+        "gray16.png": "PNG, 16 bits a sample",
+        "rgb16.png": "PNG, 16 bits a sample",
+        "float.tif": "TIFF, 32-bit floats",
+    }
+    assert "8 BITS KEPT" in report.summary()
+    with caplog.at_level(logging.WARNING, logger="dali_loader"):
+        loader = create_loader(root, backend="torchvision", batch_size=4, num_threads=0)
+    assert "3 file(s) hold more than 8 bits a sample" in caplog.text
+    assert "rgb16.png" in caplog.text and "gray8.png" not in caplog.text
+    images, _ = next(iter(loader))
+    assert images.shape[0] == 4
+
+
 def test_check_json_report_lists_the_converted_deep_image(tmp_path: Path) -> None:
     ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
     root = one_image_folder(tmp_path / "data", Image.fromarray(ramp), "deep.png")
     assert main(["check", str(root), "--json", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert [Path(c["path"]).name for c in report["converted"]] == ["deep.png"]
+    assert [Path(c["path"]).name for c in report["deep"]] == ["deep.png"]
 
 
 def test_a_root_through_a_symlink_and_dotdot_is_read_where_the_kernel_says(
