@@ -187,15 +187,14 @@ def _warp(canvas: torch.Tensor, spec: LoaderSpec, params: dict[str, np.ndarray])
             plan.warp_fill,
         )
     # grid_sample's [-1, 1] coordinates of each output pixel's source: two broadcast sums of a
-    # row and a column (the map's terms in x and in y), not full-size products
-    grid = torch.empty(1, out_h, out_w, 2)
+    # row and a column (the map's terms in x and in y), not full-size products, each into a
+    # plane of its own (grid_sample reads the (x, y) pairs through strides: the same grid, and
+    # ~40 us faster than writing the pairs interleaved)
+    planes = torch.empty(2, out_h, out_w)
     sx, sy = 2 / width, 2 / height
-    torch.add(
-        (xs * (a * sx))[None, :], (ys * (b * sx) + (c * sx - 1))[:, None], out=grid[0, ..., 0]
-    )
-    torch.add(
-        (xs * (d * sy))[None, :], (ys * (e * sy) + (f * sy - 1))[:, None], out=grid[0, ..., 1]
-    )
+    torch.add((xs * (a * sx))[None, :], (ys * (b * sx) + (c * sx - 1))[:, None], out=planes[0])
+    torch.add((xs * (d * sy))[None, :], (ys * (e * sy) + (f * sy - 1))[:, None], out=planes[1])
+    grid = planes.permute(1, 2, 0)[None]
     out = torch.nn.functional.grid_sample(
         canvas.float()[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )[0]
