@@ -44,7 +44,8 @@ _DALI_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _DALI_MODES = {"RGB", "L"}
 # 2: a verdict per DALI decoder (dali_cpu, dali_gpu); 3: stamps with ctime; 4: upright sizes;
 # 5: files opened from a file object, a PGM/PPM maxval other than 255 converted, copies named
-# by the file's content; 6: "deep", what a file holds beyond 8 bits a sample
+# by the file's content; 6: "deep", what a file holds beyond 8 bits a sample, PNGs whose
+# ICC profile libpng warns about converted
 _CACHE_VERSION = 6
 
 
@@ -270,6 +271,7 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
                 return verdict
             image_format, mode = image.format, image.mode
             deep = _deeper_than_8_bits(image)  # from the decoder's raw mode: before load()
+            profile_warning = _libpng_profile_warning(image)
             image.load()
             upright = upright_rgb8(image)  # what the backends deliver
             verdict["size"] = list(upright.size)
@@ -298,6 +300,12 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
     elif image_format == "PPM" and (maxval := _netpbm_maxval(path)) not in (None, 255):
         verdict["status"] = "convert"
         verdict["reason"] = f"maxval {maxval}: PIL scales it to 0..255, DALI does not"
+    elif profile_warning:
+        verdict["status"] = "convert"
+        verdict["reason"] = (
+            f"its ICC profile has {profile_warning}: libpng, DALI's PNG decoder, would warn "
+            "at every read (pixels unchanged; the copy has no profile)"
+        )
     else:
         verdict["status"] = "ok"
     if deep:
@@ -319,6 +327,25 @@ def _deeper_than_8_bits(image: Image.Image) -> str | None:
         return f"{bits[1]} bits a sample"
     if image.mode.startswith("I"):
         return "32-bit integers" if image.mode == "I" else "16 bits a sample"
+    return None
+
+
+def _libpng_profile_warning(image: Image.Image) -> str | None:
+    """What libpng says of a PNG's ICC profile ("iCCP: invalid rendering intent") on stderr
+    each time it decodes the file, every epoch: the rendering intent or color space it rejects.
+    Neither PIL nor DALI applies the profile."""
+    profile = image.info.get("icc_profile")
+    if image.format != "PNG" or not isinstance(profile, bytes) or len(profile) < 128:
+        return None
+    intent = int.from_bytes(profile[64:68], "big")
+    if intent > 3:  # perceptual, relative, saturation, absolute
+        return f"rendering intent {intent} (0-3 are defined)"
+    gray = image.mode in ("1", "L", "LA", "La") or image.mode.startswith("I")
+    space = profile[16:20]
+    if gray and space == b"RGB ":
+        return "an RGB color space, on a grayscale PNG"
+    if not gray and space == b"GRAY":
+        return "a gray color space, on a color PNG"
     return None
 
 
@@ -373,9 +400,9 @@ def _netpbm_maxval(path: str) -> int | None:
 
 def _converted_copy(path: str, verdict: dict[str, Any]) -> str:
     """A lossless PNG of the RGB every backend delivers (`imaging.rgb8`, EXIF orientation
-    applied), made once for the file's content: a touch, a chmod or a copy of the file finds
-    it again (a name by path and stamp gave each of them a new copy, and the cache grew). The
-    content's hash is kept in the verdict: a cached check reads no file."""
+    applied; no ICC profile), made once for the file's content: a touch, a chmod or a copy of
+    the file finds it again (a name by path and stamp gave each of them a new copy, and the
+    cache grew). The content's hash is kept in the verdict: a cached check reads no file."""
     data = None
     if "content" not in verdict:
         data = Path(path).read_bytes()
@@ -389,7 +416,9 @@ def _converted_copy(path: str, verdict: dict[str, Any]) -> str:
         copy.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=copy.parent, suffix=".png", delete=False) as tmp:
             try:
-                rgb.save(tmp, "PNG", compress_level=1)
+                # without the file's ICC profile: no backend applies one, and libpng warns
+                # about some at every read
+                rgb.save(tmp, "PNG", compress_level=1, icc_profile=None)
             except BaseException:
                 os.unlink(tmp.name)
                 raise

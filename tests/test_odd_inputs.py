@@ -373,6 +373,39 @@ def test_files_deeper_than_8_bits_are_named_with_what_is_kept(
     assert images.shape[0] == 4
 
 
+@pytest.mark.parametrize(
+    ("mode", "space", "intent", "reason"),
+    [
+        ("RGB", b"RGB ", 7, "rendering intent 7"),
+        ("L", b"RGB ", 0, "an RGB color space, on a grayscale PNG"),
+        ("RGB", b"GRAY", 0, "a gray color space, on a color PNG"),
+    ],
+)
+def test_a_png_whose_icc_profile_libpng_rejects_is_read_quietly(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    mode: str,
+    space: bytes,
+    intent: int,
+    reason: str,
+) -> None:
+    # libpng, DALI's PNG decoder, printed "iCCP: ..." on stderr for such a file at every read,
+    # every epoch. DALI reads a copy without the profile instead; the pixels are the file's.
+    from PIL import ImageCms
+
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile[16:20], profile[64:68] = space, intent.to_bytes(4, "big")
+    pixels = (np.arange(32 * 32 * 3).reshape(32, 32, 3) % 251).astype(np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    root = one_image_folder(tmp_path / "data", image, "p.png", icc_profile=bytes(profile))
+    report = check_dataset(root)
+    assert reason in report.converted[str(root / "c" / "p.png")]
+    capfd.readouterr()
+    dali = raw_pixels(root, "dali-cpu")
+    assert "iCCP" not in capfd.readouterr().err
+    assert (dali - raw_pixels(root, "torchvision")).abs().max() < 1.01  # the eval resize's
+
+
 def test_check_json_report_lists_the_converted_deep_image(tmp_path: Path) -> None:
     ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
     root = one_image_folder(tmp_path / "data", Image.fromarray(ramp), "deep.png")
