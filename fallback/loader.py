@@ -158,9 +158,9 @@ class TorchvisionLoader(BaseLoader):
         return self._normalize(images)
 
     def _worker_batches(self) -> Iterator[int | torch.Tensor]:
-        """The DataLoader's batches (slot numbers). Our own errors in a worker come back as the
-        same error, not wrapped in torch's "Caught ... in DataLoader worker" and the worker's
-        traceback: the message names the file already."""
+        """The DataLoader's batches (slot numbers, or batches in fresh memory). Our own errors
+        in a worker come back as the same error, not wrapped in torch's "Caught ... in
+        DataLoader worker" and the worker's traceback: the message names the file already."""
         try:
             with forking():  # the first epoch starts the workers
                 batches = iter(self._loader)
