@@ -320,8 +320,9 @@ def _deeper_than_8_bits(image: Image.Image) -> str | None:
     if image.mode == "F":
         return "32-bit floats"
     tile = getattr(image, "tile", None)  # an ImageFile's: (codec, extents, offset, args)
-    raw = tile[0][3] if tile else None
+    raw = tile[0][3] if tile and image.format in ("PNG", "TIFF", "PPM") else None
     raw = raw[0] if isinstance(raw, tuple) and raw else raw
+    # a sample's bits in these formats' raw modes ("RGB;16B"); BMP's "BGR;16" is a pixel's
     bits = re.search(r";(16|32)", raw) if isinstance(raw, str) else None
     if bits:
         return f"{bits[1]} bits a sample"
@@ -331,21 +332,29 @@ def _deeper_than_8_bits(image: Image.Image) -> str | None:
 
 
 def _libpng_profile_warning(image: Image.Image) -> str | None:
-    """What libpng says of a PNG's ICC profile ("iCCP: invalid rendering intent") on stderr
-    each time it decodes the file, every epoch: the rendering intent or color space it rejects.
-    Neither PIL nor DALI applies the profile."""
+    """What libpng rejects in a PNG's ICC profile header, and so says on stderr ("iCCP:
+    invalid rendering intent") each time it decodes the file, every epoch: the checks of its
+    `png_icc_check_header`. Neither PIL nor DALI applies the profile. (libpng also names a few
+    known-bad sRGB profiles by checksum; those are not looked for.)"""
     profile = image.info.get("icc_profile")
-    if image.format != "PNG" or not isinstance(profile, bytes) or len(profile) < 128:
+    if image.format != "PNG" or not isinstance(profile, bytes):
         return None
+    if len(profile) < 132 or int.from_bytes(profile[:4], "big") != len(profile):
+        return "a length that is not the profile's"
+    if profile[36:40] != b"acsp":
+        return "no 'acsp' signature"
     intent = int.from_bytes(profile[64:68], "big")
     if intent > 3:  # perceptual, relative, saturation, absolute
         return f"rendering intent {intent} (0-3 are defined)"
     gray = image.mode in ("1", "L", "LA", "La") or image.mode.startswith("I")
     space = profile[16:20]
-    if gray and space == b"RGB ":
-        return "an RGB color space, on a grayscale PNG"
-    if not gray and space == b"GRAY":
-        return "a gray color space, on a color PNG"
+    if space != (b"GRAY" if gray else b"RGB "):
+        kind = "grayscale" if gray else "color"
+        return f"the color space {space.decode('latin-1').strip()!r}, on a {kind} PNG"
+    if profile[12:16] in (b"abst", b"link", b"nmcl"):
+        return f"the device class {profile[12:16].decode('latin-1')!r}"
+    if profile[20:24] not in (b"XYZ ", b"Lab "):
+        return f"the connection space {profile[20:24].decode('latin-1').strip()!r}"
     return None
 
 

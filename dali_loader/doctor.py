@@ -131,19 +131,23 @@ def _shm(batch_size: int, image_size: int) -> Finding:
 
     workers, ranks = default_num_threads(), local_world_size()
     uint8 = ranks * slot_count(workers) * batch_size * 3 * image_size * image_size
-    if torch.cuda.is_available():  # uint8 slots, normalized on the GPU
-        needed, note = uint8, ""
-    else:  # float32 slots, handed out as they are; uint8 ones where those do not fit
-        needed, note = 4 * uint8, f" (float32 batches; {uint8 / 2**30:.2f} GiB at the least)"
-    enough = usage.free >= needed
-    advice = "" if enough else f"; give it more (docker run --shm-size={needed / 2**30 + 1:.0f}g)"
-    return Finding(
-        "/dev/shm",
+    # float32 batches on the CPU, handed out as they are; uint8 for a GPU, normalized there
+    needed = uint8 if torch.cuda.is_available() else 4 * uint8
+    setup = (
         f"{usage.total / 2**30:.1f} GiB, {usage.free / 2**30:.1f} GiB free; the torchvision "
         f"backend with {workers} workers, batch {batch_size} at {image_size} px needs "
-        f"{needed / 2**30:.2f} GiB{f' for its {ranks} ranks' if ranks > 1 else ''}{note}{advice}",
-        problem=usage.free < uint8,
+        f"{needed / 2**30:.2f} GiB{f' for its {ranks} ranks' if ranks > 1 else ''}"
     )
+    more = f"give it more (docker run --shm-size={needed / 2**30 + 1:.0f}g)"
+    if usage.free >= needed:
+        return Finding("/dev/shm", setup)
+    if usage.free >= uint8:  # enough for uint8 slots: works, with the loop normalizing
+        return Finding(
+            "/dev/shm",
+            f"{setup} for float32 batches; with less, its workers hand over uint8 "
+            f"({uint8 / 2**30:.2f} GiB) and the training thread normalizes them (slower): {more}",
+        )
+    return Finding("/dev/shm", f"{setup}; {more}", problem=True)
 
 
 def render(findings: list[Finding]) -> str:

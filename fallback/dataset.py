@@ -50,6 +50,7 @@ class BatchDataset(Dataset["int | torch.Tensor"]):
         self.slots = slots
         self.as_is = as_is  # the user's Compose, run per sample (`fallback.as_is`)
         self.normalize = normalize  # uint8 levels -> the output, in the workers
+        self._scratch_memory: np.ndarray | None = None  # per worker: made there, on first use
 
     def __getitem__(self, request: BatchRequest) -> int | torch.Tensor:  # type: ignore[override]
         """Write the samples of `request` into the first rows of its slot and return the slot;
@@ -74,7 +75,7 @@ class BatchDataset(Dataset["int | torch.Tensor"]):
         return slot if slot >= 0 else images
 
     def _write(self, row: torch.Tensor, sample: torch.Tensor) -> None:
-        if self.normalize is None or self.as_is is not None:
+        if self.normalize is None:
             row.copy_(sample)
             return
         # The loader's normalization, here instead of on the training thread: the same float32
@@ -95,7 +96,7 @@ class BatchDataset(Dataset["int | torch.Tensor"]):
 
     def _scratch(self, row: torch.Tensor) -> np.ndarray:
         """float32 memory laid out as `row`, reused sample after sample."""
-        scratch: np.ndarray | None = getattr(self, "_scratch_memory", None)
+        scratch = self._scratch_memory
         strides = tuple(4 * step for step in row.stride())
         if scratch is None or scratch.shape != tuple(row.shape) or scratch.strides != strides:
             scratch = torch.empty_like(row, dtype=torch.float32).numpy()

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from dali_loader.backends import local_world_size
 from dali_loader.base import TORCH_DTYPES, BaseLoader, Batch
 from dali_loader.errors import DaliLoaderError
 from dali_loader.forking import forking
@@ -95,10 +96,11 @@ class TorchvisionLoader(BaseLoader):
             shape, dtype = tuple(first.shape), first.dtype
         count = slot_count(num_workers, prefetch_factor)
         if as_is is None and device.type == "cpu" and num_workers > 0:
-            # the finished batches in shared memory if /dev/shm holds them, else uint8 there
+            # the finished batches in shared memory if /dev/shm holds them (this rank's share
+            # of it: pages are taken only when written, so no rank sees the others'), else uint8
             free = shm_free()
             needed = count * spec.batch_size * math.prod(shape) * dtype.itemsize
-            if free is not None and needed > free:
+            if free is not None and needed > free // local_world_size():
                 dtype = torch.uint8
         self._lends = device.type == "cpu" and (as_is is not None or dtype != torch.uint8)
         self._slots = BatchSlots(
@@ -121,7 +123,7 @@ class TorchvisionLoader(BaseLoader):
                 _sizes(index),
                 self._slots.batches,
                 as_is,
-                normalize=(scale, shift) if self._lends else None,
+                normalize=(scale, shift) if self._lends and as_is is None else None,
             ),
             batch_size=None,
             sampler=self._requests,
@@ -132,9 +134,9 @@ class TorchvisionLoader(BaseLoader):
         )
         self._outputs = ReusedBatches()
         self._scale, self._shift = scale[None], shift[None]
-        shape = (1, spec.channels, 1, 1)
-        self._mean = torch.tensor(spec.mean_255, device=device).view(shape)
-        self._inv_std = (1.0 / torch.tensor(spec.std_255, device=device)).view(shape)
+        channels = (1, spec.channels, 1, 1)
+        self._mean = torch.tensor(spec.mean_255, device=device).view(channels)
+        self._inv_std = (1.0 / torch.tensor(spec.std_255, device=device)).view(channels)
 
     def _iter_epoch(self, batches: list[np.ndarray], epoch: int) -> Iterator[Batch]:
         self._requests.epoch, self._requests.batches = epoch, batches
@@ -145,7 +147,10 @@ class TorchvisionLoader(BaseLoader):
     def _images(self, written: int | torch.Tensor, rows: int) -> torch.Tensor:
         """The batch a worker wrote (into a slot, or fresh memory), as the user gets it."""
         if isinstance(written, torch.Tensor):  # the user held every slot
-            return written.to(self.device) if self._lends else self._finished(written)
+            # copied out of the shared memory it came in: each such tensor kept a file
+            # descriptor open while it lived (torch's sharing), and a loop that keeps every
+            # batch ran out of them ("Too many open files")
+            return written.clone() if self._lends else self._finished(written)
         if self._lends:
             return self._slots.lend(written, rows)
         images = self._finished(self._slots.batches[written, :rows])

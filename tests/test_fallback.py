@@ -137,6 +137,27 @@ def test_without_room_for_float_slots_the_loop_normalizes_the_same_batches(
         assert torch.equal(x, a) and torch.equal(y, b)
 
 
+def test_a_loop_that_keeps_every_batch_holds_no_file_descriptor_per_batch(
+    small_folder: Path,
+) -> None:
+    # Batches a worker wrote into fresh shared memory (every slot held) each kept a descriptor
+    # open while they lived, under torch's sharing: 420 kept batches under a limit of 256 ran
+    # out ("Too many open files"). They are copied out of it.
+    import subprocess
+    import sys
+
+    code = f"""
+import resource, torch
+from dali_loader import create_loader
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+loader = create_loader({str(small_folder)!r}, backend="torchvision", batch_size=1,
+                       image_size=8, num_threads=2, seed=1)
+kept = [images for _ in range(20) for images, _ in loader]
+assert len(kept) == 420 and not any(images.is_shared() for images in kept[-100:])
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
 def test_reused_batches_reuse_only_what_nobody_holds() -> None:
     from fallback.buffers import ReusedBatches
 

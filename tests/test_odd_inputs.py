@@ -345,6 +345,16 @@ def _png_rgb16(path: Path, pixels: np.ndarray) -> None:
     )
 
 
+def _bmp_rgb565(path: Path, width: int = 8, height: int = 4) -> None:
+    """A 16-bit (5-6-5) BMP, which PIL reads but does not write."""
+    pixels = (np.arange(width, dtype="<u2") * 0x0841).tobytes() * height
+    masks = struct.pack("<III", 0xF800, 0x07E0, 0x001F)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 16, 3, len(pixels), 2835, 2835, 0, 0)
+    offset = 14 + len(info) + len(masks)
+    header = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+    path.write_bytes(header + info + masks + pixels)
+
+
 def test_files_deeper_than_8_bits_are_named_with_what_is_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -357,6 +367,7 @@ def test_files_deeper_than_8_bits_are_named_with_what_is_kept(
     _png_rgb16(root / "c" / "rgb16.png", np.stack([ramp] * 3, axis=-1))
     Image.fromarray(ramp.astype(np.float32) / 65535).save(root / "c" / "float.tif")
     Image.fromarray((ramp >> 8).astype(np.uint8)).save(root / "c" / "gray8.png")
+    _bmp_rgb565(root / "c" / "rgb565.bmp")  # 16 bits a pixel, 5-6 a sample
     assert Image.open(root / "c" / "rgb16.png").mode == "RGB"
     report = check_dataset(root)
     assert {Path(p).name: holds for p, holds in report.deep.items()} == {
@@ -374,19 +385,21 @@ def test_files_deeper_than_8_bits_are_named_with_what_is_kept(
 
 
 @pytest.mark.parametrize(
-    ("mode", "space", "intent", "reason"),
+    ("mode", "patch", "reason"),
     [
-        ("RGB", b"RGB ", 7, "rendering intent 7"),
-        ("L", b"RGB ", 0, "an RGB color space, on a grayscale PNG"),
-        ("RGB", b"GRAY", 0, "a gray color space, on a color PNG"),
+        ("RGB", {64: b"\0\0\0\7"}, "rendering intent 7"),
+        ("L", {}, "the color space 'RGB', on a grayscale PNG"),  # an sRGB profile
+        ("RGB", {16: b"GRAY"}, "the color space 'GRAY', on a color PNG"),
+        ("RGB", {16: b"CMYK"}, "the color space 'CMYK', on a color PNG"),
+        ("RGB", {12: b"abst"}, "the device class 'abst'"),
+        ("RGB", {36: b"xxxx"}, "no 'acsp' signature"),
     ],
 )
 def test_a_png_whose_icc_profile_libpng_rejects_is_read_quietly(
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
     mode: str,
-    space: bytes,
-    intent: int,
+    patch: dict[int, bytes],
     reason: str,
 ) -> None:
     # libpng, DALI's PNG decoder, printed "iCCP: ..." on stderr for such a file at every read,
@@ -394,7 +407,8 @@ def test_a_png_whose_icc_profile_libpng_rejects_is_read_quietly(
     from PIL import ImageCms
 
     profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    profile[16:20], profile[64:68] = space, intent.to_bytes(4, "big")
+    for offset, value in patch.items():
+        profile[offset : offset + len(value)] = value
     pixels = (np.arange(32 * 32 * 3).reshape(32, 32, 3) % 251).astype(np.uint8)
     image = Image.fromarray(pixels).convert(mode)
     root = one_image_folder(tmp_path / "data", image, "p.png", icc_profile=bytes(profile))
