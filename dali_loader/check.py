@@ -300,6 +300,8 @@ def _inspect(path: str, stamp: list[int] | None, max_pixels: int) -> dict[str, A
     elif image_format == "PPM" and (maxval := _netpbm_maxval(path)) not in (None, 255):
         verdict["status"] = "convert"
         verdict["reason"] = f"maxval {maxval}: PIL scales it to 0..255, DALI does not"
+        if maxval > 255 and not deep:  # PIL's mode and raw mode say "RGB" for a P6
+            deep = f"{maxval.bit_length()} bits a sample"
     elif profile_warning:
         verdict["status"] = "convert"
         verdict["reason"] = (
@@ -322,9 +324,10 @@ def _deeper_than_8_bits(image: Image.Image) -> str | None:
     tile = getattr(image, "tile", None)  # an ImageFile's: (codec, extents, offset, args)
     raw = tile[0][3] if tile and image.format in ("PNG", "TIFF", "PPM") else None
     raw = raw[0] if isinstance(raw, tuple) and raw else raw
-    # a sample's bits in these formats' raw modes ("RGB;16B"); BMP's "BGR;16" is a pixel's
-    bits = re.search(r";(16|32)", raw) if isinstance(raw, str) else None
-    if bits:
+    # a sample's bits in these formats' raw modes ("RGB;16B", "I;12"); BMP's "BGR;16" is a
+    # pixel's
+    bits = re.search(r";(\d+)", raw) if isinstance(raw, str) else None
+    if bits and int(bits[1]) > 8:
         return f"{bits[1]} bits a sample"
     if image.mode.startswith("I"):
         return "32-bit integers" if image.mode == "I" else "16 bits a sample"
@@ -332,10 +335,11 @@ def _deeper_than_8_bits(image: Image.Image) -> str | None:
 
 
 def _libpng_profile_warning(image: Image.Image) -> str | None:
-    """What libpng rejects in a PNG's ICC profile header, and so says on stderr ("iCCP:
-    invalid rendering intent") each time it decodes the file, every epoch: the checks of its
-    `png_icc_check_header`. Neither PIL nor DALI applies the profile. (libpng also names a few
-    known-bad sRGB profiles by checksum; those are not looked for.)"""
+    """What libpng rejects in a PNG's ICC profile, and so says on stderr ("iCCP: invalid
+    rendering intent") each time it decodes the file, every epoch: the checks of its
+    `png_icc_check_header` and `png_icc_check_tag_table`. Neither PIL nor DALI applies the
+    profile. (libpng also names a few known-bad sRGB profiles by checksum, and a second iCCP
+    chunk; those are not looked for.)"""
     profile = image.info.get("icc_profile")
     if image.format != "PNG" or not isinstance(profile, bytes):
         return None
@@ -343,6 +347,8 @@ def _libpng_profile_warning(image: Image.Image) -> str | None:
         return "a length that is not the profile's"
     if profile[36:40] != b"acsp":
         return "no 'acsp' signature"
+    if profile[68:80] != _D50:
+        return "an illuminant other than D50"
     intent = int.from_bytes(profile[64:68], "big")
     if intent > 3:  # perceptual, relative, saturation, absolute
         return f"rendering intent {intent} (0-3 are defined)"
@@ -351,11 +357,21 @@ def _libpng_profile_warning(image: Image.Image) -> str | None:
     if space != (b"GRAY" if gray else b"RGB "):
         kind = "grayscale" if gray else "color"
         return f"the color space {space.decode('latin-1').strip()!r}, on a {kind} PNG"
-    if profile[12:16] in (b"abst", b"link", b"nmcl"):
+    if profile[12:16] not in (b"scnr", b"mntr", b"prtr", b"spac"):
         return f"the device class {profile[12:16].decode('latin-1')!r}"
     if profile[20:24] not in (b"XYZ ", b"Lab "):
         return f"the connection space {profile[20:24].decode('latin-1').strip()!r}"
+    tags = int.from_bytes(profile[128:132], "big")
+    if 132 + 12 * tags > len(profile):
+        return f"{tags} tags, more than it holds"
+    for at in range(132, 132 + 12 * tags, 12):
+        start, size = (int.from_bytes(profile[i : i + 4], "big") for i in (at + 4, at + 8))
+        if start % 4 or start + size > len(profile):
+            return "a tag outside the profile, or not on a 4-byte boundary"
     return None
+
+
+_D50 = bytes.fromhex("0000F6D6 00010000 0000D32D")  # the PCS illuminant, s15Fixed16 X, Y, Z
 
 
 def _jpeg_header_problem(path: str) -> str | None:

@@ -368,17 +368,20 @@ def test_files_deeper_than_8_bits_are_named_with_what_is_kept(
     Image.fromarray(ramp.astype(np.float32) / 65535).save(root / "c" / "float.tif")
     Image.fromarray((ramp >> 8).astype(np.uint8)).save(root / "c" / "gray8.png")
     _bmp_rgb565(root / "c" / "rgb565.bmp")  # 16 bits a pixel, 5-6 a sample
+    rgb16 = (np.arange(4 * 2 * 3) * 2000).astype(">u2").tobytes()
+    (root / "c" / "rgb16.ppm").write_bytes(b"P6\n4 2\n65535\n" + rgb16)  # PIL: "RGB"
     assert Image.open(root / "c" / "rgb16.png").mode == "RGB"
     report = check_dataset(root)
     assert {Path(p).name: holds for p, holds in report.deep.items()} == {
         "gray16.png": "PNG, 16 bits a sample",
         "rgb16.png": "PNG, 16 bits a sample",
         "float.tif": "TIFF, 32-bit floats",
+        "rgb16.ppm": "PPM, 16 bits a sample",
     }
     assert "8 BITS KEPT" in report.summary()
     with caplog.at_level(logging.WARNING, logger="dali_loader"):
         loader = create_loader(root, backend="torchvision", batch_size=4, num_threads=0)
-    assert "3 file(s) hold more than 8 bits a sample" in caplog.text
+    assert "4 file(s) hold more than 8 bits a sample" in caplog.text
     assert "rgb16.png" in caplog.text and "gray8.png" not in caplog.text
     images, _ = next(iter(loader))
     assert images.shape[0] == 4
@@ -392,7 +395,11 @@ def test_files_deeper_than_8_bits_are_named_with_what_is_kept(
         ("RGB", {16: b"GRAY"}, "the color space 'GRAY', on a color PNG"),
         ("RGB", {16: b"CMYK"}, "the color space 'CMYK', on a color PNG"),
         ("RGB", {12: b"abst"}, "the device class 'abst'"),
+        ("RGB", {12: b"xxxx"}, "the device class 'xxxx'"),
         ("RGB", {36: b"xxxx"}, "no 'acsp' signature"),
+        ("RGB", {68: b"\0\0\0\0"}, "an illuminant other than D50"),
+        ("RGB", {128: b"\0\1\0\0"}, "65536 tags, more than it holds"),
+        ("RGB", {}, None),  # a good profile: read as it is
     ],
 )
 def test_a_png_whose_icc_profile_libpng_rejects_is_read_quietly(
@@ -400,7 +407,7 @@ def test_a_png_whose_icc_profile_libpng_rejects_is_read_quietly(
     capfd: pytest.CaptureFixture[str],
     mode: str,
     patch: dict[int, bytes],
-    reason: str,
+    reason: str | None,
 ) -> None:
     # libpng, DALI's PNG decoder, printed "iCCP: ..." on stderr for such a file at every read,
     # every epoch. DALI reads a copy without the profile instead; the pixels are the file's.
@@ -413,7 +420,8 @@ def test_a_png_whose_icc_profile_libpng_rejects_is_read_quietly(
     image = Image.fromarray(pixels).convert(mode)
     root = one_image_folder(tmp_path / "data", image, "p.png", icc_profile=bytes(profile))
     report = check_dataset(root)
-    assert reason in report.converted[str(root / "c" / "p.png")]
+    path = str(root / "c" / "p.png")
+    assert reason in report.converted[path] if reason else path not in report.converted
     capfd.readouterr()
     dali = raw_pixels(root, "dali-cpu")
     assert "iCCP" not in capfd.readouterr().err
