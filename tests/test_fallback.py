@@ -119,22 +119,27 @@ def test_a_lent_slot_is_taken_again_only_once_nobody_holds_it(channels_last: boo
     assert sorted(slots.take() for _ in range(3)) == [0, 1, 2]
 
 
+@pytest.mark.parametrize(
+    ("dtype", "channels_last"), [(torch.float32, False), (torch.bfloat16, True)]
+)
 def test_without_room_for_float_slots_the_loop_normalizes_the_same_batches(
-    small_folder: Path, monkeypatch: pytest.MonkeyPatch
+    small_folder: Path, monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, channels_last: bool
 ) -> None:
     # A /dev/shm that holds uint8 slots but not float ones (Docker's 64 MB at batch 64):
-    # the workers hand over uint8 and the training thread normalizes them, to the same values.
+    # the workers hand over uint8 and the training thread normalizes them, to the same values
+    # in the same memory format.
     from dali_loader import create_loader
     from fallback import loader as loader_module
 
     kw = dict(batch_size=4, backend="torchvision", image_size=16, rotate_degrees=10, seed=3)
+    kw.update(dtype=dtype, channels_last=channels_last)
     lent = list(create_loader(small_folder, num_threads=1, **kw))
     small = 6 * 4 * 3 * 16 * 16  # every uint8 slot, not a float one
     monkeypatch.setattr(loader_module, "shm_free", lambda: small)
     normalized = create_loader(small_folder, num_threads=1, **kw)
     assert normalized._slots.batches.dtype == torch.uint8  # type: ignore[attr-defined]
     for (x, y), (a, b) in zip(lent, normalized, strict=True):
-        assert torch.equal(x, a) and torch.equal(y, b)
+        assert torch.equal(x, a) and torch.equal(y, b) and x.stride() == a.stride()
 
 
 def test_a_loop_that_keeps_every_batch_holds_no_file_descriptor_per_batch(
