@@ -146,21 +146,20 @@ class TorchvisionLoader(BaseLoader):
 
     def _images(self, written: int | torch.Tensor, rows: int) -> torch.Tensor:
         """The batch a worker wrote (into a slot, or fresh memory), as the user gets it."""
-        if isinstance(written, torch.Tensor):  # the user held every slot
+        if isinstance(written, torch.Tensor):  # the user held every lent slot
             # copied out of the shared memory it came in: each such tensor kept a file
             # descriptor open while it lived (torch's sharing), and a loop that keeps every
             # batch ran out of them ("Too many open files")
-            return written.clone() if self._lends else self._finished(written)
+            return written.clone()
         if self._lends:
             return self._slots.lend(written, rows)
-        images = self._finished(self._slots.batches[written, :rows])
-        self._slots.give_back(written)  # copied out
-        return images
-
-    def _finished(self, images: torch.Tensor) -> torch.Tensor:
+        images = self._slots.batches[written, :rows]
         if self._as_is is not None:  # the Compose normalized them, or did not: as given
-            return images.to(self.device, copy=True)
-        return self._normalize(images)
+            images = images.to(self.device, copy=True)
+        else:
+            images = self._normalize(images)
+        self._slots.give_back(written)  # copied out: a slot given back is never short
+        return images
 
     def _worker_batches(self) -> Iterator[int | torch.Tensor]:
         """The DataLoader's batches (slot numbers, or batches in fresh memory). Our own errors
